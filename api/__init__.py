@@ -1,0 +1,1 @@
+"""The interfaces of tuition-escrow: the FastAPI application and the ``escrow`` command line."""

@@ -1,0 +1,181 @@
+"""The ``escrow`` command line: serve, migrate, verify, and the log key."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from ledger import keys, schema
+from ledger.config import Settings
+from ledger.db import make_engine
+from ledger.runtime import Ledger
+from ledger.verify import Report, count_entries, verify_database
+
+app = typer.Typer(
+    help="tuition-escrow: supervised escrow for prepaid tuition.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+key_app = typer.Typer(help="The log's Ed25519 signing key.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", help="SQLAlchemy URL; default ESCROW_DATABASE_URL or ./var/escrow.db"
+    ),
+]
+PROGRESS_THRESHOLD = 50_000
+
+
+def _settings(database_url: str | None) -> Settings:
+    return Settings(database_url=database_url) if database_url else Settings()
+
+
+def _masked(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    database_url: DatabaseUrl = None,
+    migrate: Annotated[bool, typer.Option(help="Apply pending migrations first")] = True,
+) -> None:
+    """Start the HTTP service (migrating the database and creating the log key on first start)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings(database_url)
+    ledger = Ledger.open(settings, migrate=migrate)
+    err.print(
+        f"tuition-escrow listening on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
+        f"  database: {_masked(settings.database_url)}\n"
+        f"  log: {ledger.key.name}, key id {ledger.key.key_id.hex()}"
+    )
+    try:
+        uvicorn.run(create_app(ledger), host=host, port=port, log_level="info")
+    finally:
+        ledger.close()
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Bring the database schema up to date."""
+    settings = _settings(database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        schema.upgrade(engine)
+        err.print(f"schema at {schema.head_revision()} on {_masked(settings.database_url)}")
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def verify(
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Replay the whole log and check every hash, link, posting and balance. Exit 1 on any problem."""
+    settings = _settings(database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        if not schema.is_current(engine):
+            err.print(
+                f"[red]the database schema is not at {schema.head_revision()}; "
+                "run `escrow migrate` first[/red]"
+            )
+            raise typer.Exit(2)
+        total = count_entries(engine)
+        if total >= PROGRESS_THRESHOLD and err.is_terminal and not as_json:
+            with Progress(
+                TextColumn("verifying"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+            ) as bar:
+                task = bar.add_task("verify", total=total)
+                report = verify_database(engine, progress=lambda n: bar.update(task, completed=n))
+        else:
+            report = verify_database(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        _print_report(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_report(report: Report) -> None:
+    summary = (
+        f"{report.entries:,} entries, {report.postings:,} postings, {report.accounts:,} accounts "
+        f"in {report.seconds:.2f} s"
+    )
+    if report.ok:
+        out.print(f"[green]OK[/green]: {summary}; every hash, link, posting and balance holds")
+        return
+    first = report.first
+    assert first is not None
+    where = f"seq {first.seq}" if first.seq is not None else f"account {first.account}"
+    out.print(
+        f"[red]FAILED[/red]: {report.problems_total} problem(s) in {summary}\n"
+        f"first bad {where}: {first.kind.value}: {first.detail}"
+    )
+    table = Table("seq", "problem", "account", "detail")
+    for item in report.problems:
+        table.add_row(
+            "" if item.seq is None else str(item.seq),
+            item.kind.value,
+            item.account or "",
+            item.detail,
+        )
+    out.print(table)
+    if report.problems_total > len(report.problems):
+        out.print(f"… and {report.problems_total - len(report.problems)} more")
+
+
+@key_app.command("show")
+def key_show() -> None:
+    """Print the log's origin, key id and C2SP verifier key (creating the key if there is none)."""
+    settings = Settings()
+    key = keys.load_or_create(settings.key_dir, settings.log_name)
+    out.print(f"origin:       {key.name}")
+    out.print(f"key id:       {key.key_id.hex()}")
+    out.print(f"verifier key: {key.verifier_key}")
+
+
+@key_app.command("export")
+def key_export(
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write here instead of standard output")
+    ] = None,
+) -> None:
+    """Export the public key (C2SP verifier key line, then PEM) for banks and regulators."""
+    settings = Settings()
+    key = keys.load_or_create(settings.key_dir, settings.log_name)
+    text = f"{key.verifier_key}\n{key.public_pem()}\n"
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.write_text(text)
+        err.print(f"public key of {key.name} written to {out_file}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,104 @@
+"""The log's Ed25519 signing key.
+
+Created on first start in the key directory (file mode 0600, directory 0700) and identified the way
+C2SP signed notes identify keys, so that checkpoints signed later verify with any signed-note tool:
+
+- key id    = first 4 bytes of SHA-256(name || 0x0A || 0x01 || public key)   (0x01 = Ed25519)
+- verifier  = ``name+<key id, 8 hex digits>+<base64(0x01 || public key)>``
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+ALG_ED25519 = b"\x01"
+KEY_FILE = "log-ed25519.pem"
+
+
+def key_id(name: str, public_key: bytes) -> bytes:
+    """The 4-byte C2SP signed-note key id of an Ed25519 key under ``name``."""
+    return hashlib.sha256(name.encode() + b"\n" + ALG_ED25519 + public_key).digest()[:4]
+
+
+def verifier_key(name: str, public_key: bytes) -> str:
+    """The C2SP verifier-key string ``name+keyid+base64(0x01||key)``."""
+    encoded = base64.b64encode(ALG_ED25519 + public_key).decode()
+    return f"{name}+{key_id(name, public_key).hex()}+{encoded}"
+
+
+class LogKey:
+    """The log's signing key together with the name (origin) it signs under."""
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+        self.name = name
+        self._private = private_key
+        self.public_bytes = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.key_id = key_id(name, self.public_bytes)
+
+    @property
+    def verifier_key(self) -> str:
+        """The public key in C2SP verifier-key form."""
+        return verifier_key(self.name, self.public_bytes)
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self._private.public_key()
+
+    def public_pem(self) -> str:
+        """The public key as SubjectPublicKeyInfo PEM, for tools that want X.509-style keys."""
+        return (
+            self.public_key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+            .strip()
+        )
+
+    def sign(self, message: bytes) -> bytes:
+        """An Ed25519 signature over ``message``."""
+        return self._private.sign(message)
+
+
+def load_or_create(key_dir: Path, name: str) -> LogKey:
+    """Load the log key from ``key_dir``, creating it (0600) on first use.
+
+    A key file that others can read is refused: whoever reads it can sign checkpoints as this log.
+    """
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = key_dir / KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _load(path, name)
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return LogKey(name, private)
+
+
+def _load(path: Path, name: str) -> LogKey:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PermissionError(
+            f"{path} is readable by others (mode {mode:04o}); run: chmod 600 {path}"
+        )
+    private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(private, Ed25519PrivateKey):
+        raise TypeError(f"{path} does not hold an Ed25519 private key")
+    return LogKey(name, private)

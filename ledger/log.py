@@ -1,0 +1,220 @@
+"""The hash-chained event log.
+
+Every state change is one entry. An entry's body is the RFC 8785 canonical JSON of
+``{seq, time, type, actor, payload, postings, prev_hash}``; its hash is SHA-256(0x00 || body), which
+is also the RFC 6962 leaf hash, so a Merkle tree can be built over the stored hashes unchanged. The
+body is stored byte for byte: verification hashes what was hashed, without re-encoding.
+
+Writers serialize on the log head: ``EventLog.lock`` must be the first thing a write transaction does
+(PostgreSQL row lock; on SQLite the ``BEGIN IMMEDIATE`` of every write session already holds the
+database write lock). Postings, balances, entries and the new head are then written in the same
+transaction, so they commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from ledger.clock import Clock
+from ledger.errors import InvalidEvent, LedgerError
+from ledger.journal import Journal, Posting, check_balanced
+from ledger.models import LogEntry, LogHead
+from ledger.money import JSON_SAFE_MAX
+
+LEAF_PREFIX = b"\x00"
+ZERO_HASH = bytes(32)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+_EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_ACTOR = re.compile(r"^(system|[a-z][a-z_]*:[A-Za-z0-9][A-Za-z0-9_.:-]*)$")
+_MAX_DEPTH = 16
+
+
+def leaf_hash(body: bytes) -> bytes:
+    """RFC 6962 leaf hash of an entry body: SHA-256(0x00 || body)."""
+    return hashlib.sha256(LEAF_PREFIX + body).digest()
+
+
+def format_time(when: datetime) -> str:
+    """The fixed-width UTC timestamp used inside entries (microseconds, ``Z``)."""
+    return when.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A state change to append: what happened, who did it, the facts, and the money it moves."""
+
+    type: str
+    actor: str
+    payload: Mapping[str, Any]
+    postings: Sequence[Posting] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where an event landed: its seq, hash and time. The basis of every receipt."""
+
+    seq: int
+    hash: bytes
+    time: datetime
+
+    @property
+    def hash_hex(self) -> str:
+        return self.hash.hex()
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The log's size and last hash; a new entry gets ``seq = size`` and links to ``hash``."""
+
+    size: int
+    hash: bytes
+    last_time: datetime | None
+
+
+def _json_value(value: Any, path: str, depth: int) -> Any:
+    """Return ``value`` as plain JSON types, refusing what cannot be logged exactly."""
+    if depth > _MAX_DEPTH:
+        raise InvalidEvent(f"payload nested deeper than {_MAX_DEPTH} levels at {path}")
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if abs(value) > JSON_SAFE_MAX:
+            raise InvalidEvent(
+                f"payload integer at {path} exceeds the log's exact range ±{JSON_SAFE_MAX}"
+            )
+        return value
+    if isinstance(value, float):
+        raise InvalidEvent(f"payload value at {path} is a float; amounts are integer fen")
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidEvent(f"payload key {key!r} at {path} is not a string")
+            out[key] = _json_value(item, f"{path}.{key}", depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [_json_value(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    raise InvalidEvent(f"payload value at {path} has type {type(value).__name__}, not JSON")
+
+
+def _check_event(event: Event) -> dict[str, Any]:
+    if len(event.type) > 64 or not _EVENT_TYPE.match(event.type):
+        raise InvalidEvent(
+            f"event type {event.type!r} is not dotted lower-case (e.g. lesson.reported)"
+        )
+    if len(event.actor) > 128 or not _ACTOR.match(event.actor):
+        raise InvalidEvent(f"actor {event.actor!r} is not 'system' or 'role:id'")
+    check_balanced(event.postings)
+    payload: dict[str, Any] = _json_value(event.payload, "payload", 0)
+    return payload
+
+
+class EventLog:
+    """Appends events to the log; the single way state changes enter the database."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def head(self, session: Session) -> Head:
+        """Read the head without locking (for readers)."""
+        row = session.execute(
+            select(LogHead.size, LogHead.head_hash, LogHead.last_time).where(LogHead.id == 1)
+        ).one()
+        return Head(row.size, row.head_hash, row.last_time)
+
+    def lock(self, session: Session) -> Head:
+        """Take the log-head lock for the rest of the transaction and return the head.
+
+        Call this before reading anything a write decision depends on: under READ COMMITTED every
+        later statement then sees all transactions that committed before the lock was granted.
+        """
+        row = session.execute(
+            select(LogHead.size, LogHead.head_hash, LogHead.last_time)
+            .where(LogHead.id == 1)
+            .with_for_update()
+        ).one()
+        return Head(row.size, row.head_hash, row.last_time)
+
+    def append(self, session: Session, event: Event) -> Appended:
+        """Append one event (see ``append_many``)."""
+        return self.append_many(session, [event])[0]
+
+    def append_many(self, session: Session, events: Sequence[Event]) -> list[Appended]:
+        """Append events in order as one all-or-nothing batch, within the caller's transaction.
+
+        Each event becomes one entry with consecutive seqs; its postings move balances in the same
+        transaction. Any refused event (invalid, unbalanced, overdrawing) fails the whole batch
+        before anything is written. Only flushes; the caller's unit of work commits.
+        """
+        if not events:
+            return []
+        payloads = []
+        for index, event in enumerate(events):
+            try:
+                payloads.append(_check_event(event))
+            except LedgerError as error:
+                if len(events) > 1:
+                    error.context["index"] = index
+                raise
+        head = self.lock(session)
+        now = self.clock.now()
+        # Entry times never go backwards, even if the wall clock does.
+        time = now if head.last_time is None or now >= head.last_time else head.last_time
+        time_text = format_time(time)
+
+        journal = Journal(session)
+        journal.load(p.account for event in events for p in event.postings)
+        appended: list[Appended] = []
+        entry_rows: list[dict[str, Any]] = []
+        prev = head.hash
+        for index, (event, payload) in enumerate(zip(events, payloads, strict=True)):
+            seq = head.size + index
+            try:
+                journal.apply(seq, event.postings)
+            except LedgerError as error:
+                if len(events) > 1:
+                    error.context["index"] = index
+                raise
+            body = rfc8785.dumps(
+                {
+                    "seq": seq,
+                    "time": time_text,
+                    "type": event.type,
+                    "actor": event.actor,
+                    "payload": payload,
+                    "postings": [p.to_json() for p in event.postings],
+                    "prev_hash": prev.hex(),
+                }
+            )
+            digest = leaf_hash(body)
+            entry_rows.append(
+                {
+                    "seq": seq,
+                    "time": time,
+                    "type": event.type,
+                    "actor": event.actor,
+                    "body": body,
+                    "hash": digest,
+                }
+            )
+            appended.append(Appended(seq, digest, time))
+            prev = digest
+
+        journal.write()  # postings before entries: SQLite's entry trigger checks their balance
+        session.execute(insert(LogEntry), entry_rows)
+        session.execute(
+            update(LogHead)
+            .where(LogHead.id == 1)
+            .values(size=head.size + len(events), head_hash=prev, last_time=time)
+        )
+        return appended

@@ -1,0 +1,48 @@
+"""Alembic environment: runs against the connection ledger.schema hands in, or the configured URL."""
+
+from __future__ import annotations
+
+import logging.config
+
+from alembic import context
+from sqlalchemy import Connection
+
+from ledger.config import Settings
+from ledger.db import make_engine
+from ledger.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    if config.config_file_name is not None:
+        logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+    url = Settings().database_url
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            _run(conn)
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported: triggers differ per dialect")
+run_migrations_online()

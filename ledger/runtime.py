@@ -1,0 +1,91 @@
+"""Opening a ledger: engine, migrations, signing key, and the genesis entry.
+
+The log's first entry (seq 0, ``log.opened``) names the origin and the public key the log was opened
+with, so the key is part of the chained history from the start. Every later start checks that the key
+on disk is still that key, rather than silently signing with a different one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger import keys, schema
+from ledger.clock import Clock, SystemClock
+from ledger.config import Settings
+from ledger.db import make_engine, session_factory, transaction
+from ledger.errors import LogKeyMismatch
+from ledger.log import Appended, Event, EventLog
+from ledger.models import LogEntry
+
+GENESIS_TYPE = "log.opened"
+
+
+def ensure_genesis(session: Session, log: EventLog, key: keys.LogKey) -> Appended | None:
+    """Write the genesis entry into an empty log, or check the key of an existing one.
+
+    Returns the genesis entry when this call wrote it.
+    """
+    if log.head(session).size == 0 and log.lock(session).size == 0:
+        return log.append(
+            session,
+            Event(
+                GENESIS_TYPE,
+                "system",
+                {"origin": key.name, "algorithm": "Ed25519", "key": key.verifier_key},
+            ),
+        )
+    body = session.execute(select(LogEntry.body).where(LogEntry.seq == 0)).scalar_one()
+    opened = json.loads(body)["payload"]
+    if opened.get("key") != key.verifier_key:
+        raise LogKeyMismatch(
+            f"the log was opened as {opened.get('origin')!r} with key {opened.get('key')!r}, "
+            f"but the configured origin and key directory give {key.verifier_key!r}; "
+            "restore the original key (and ESCROW_LOG_NAME) instead of creating a new one",
+        )
+    return None
+
+
+@dataclass
+class Ledger:
+    """Everything a process needs to read and write the ledger."""
+
+    settings: Settings
+    engine: Engine
+    key: keys.LogKey
+    clock: Clock
+    sessions: sessionmaker[Session] = field(init=False)
+    """Write sessions (SQLite: ``BEGIN IMMEDIATE``)."""
+    readers: sessionmaker[Session] = field(init=False)
+    """Read-only sessions (SQLite: deferred, never blocking the writer)."""
+    log: EventLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = session_factory(self.engine)
+        self.readers = session_factory(self.engine, read_only=True)
+        self.log = EventLog(self.clock)
+
+    @classmethod
+    def open(
+        cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True
+    ) -> Ledger:
+        """Connect, bring the schema to head (unless told not to), load the key, ensure genesis."""
+        engine = make_engine(settings.database_url)
+        try:
+            if migrate:
+                schema.upgrade(engine)
+            key = keys.load_or_create(settings.key_dir, settings.log_name)
+            ledger = cls(settings, engine, key, clock or SystemClock())
+            with transaction(ledger.sessions) as session:
+                ensure_genesis(session, ledger.log, key)
+        except BaseException:
+            engine.dispose()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()

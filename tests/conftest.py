@@ -1,0 +1,157 @@
+"""Fixtures: one database per test, built from a template that the migrations made.
+
+``--db=sqlite`` (default) copies a migrated SQLite file per test; ``--db=postgresql`` clones a migrated
+template database per test on the server named by ESCROW_TEST_POSTGRES_URL, or on a temporary cluster
+started for the session. Tests that use a database fixture are marked ``db`` automatically, which is
+how the PostgreSQL pass selects them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from ledger import schema
+from ledger.clock import ManualClock
+from ledger.config import Environment, Settings
+from ledger.db import make_engine
+from ledger.runtime import Ledger
+from tests import pgcluster
+
+DB_FIXTURES = {"database_url", "engine", "ledger", "settings"}
+TEST_LOG_NAME = "test.tuition-escrow.example/log"
+START = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai on a Tuesday
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="database the db-marked tests run on",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    database = config.getoption("--db")
+    needs_pg = pytest.mark.skip(reason="needs PostgreSQL; runs in the PostgreSQL pass")
+    for item in items:
+        if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
+        if "postgresql" in item.keywords and database != "postgresql":
+            item.add_marker(needs_pg)
+
+
+@pytest.fixture(scope="session")
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--db"))
+
+
+@pytest.fixture(scope="session")
+def server_url(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLite: a folder for database files. PostgreSQL: a superuser URL to a running server."""
+    if db_kind == "sqlite":
+        yield str(tmp_path_factory.mktemp("sqlite"))
+        return
+    url = os.environ.get(pgcluster.ENV_URL)
+    if url:
+        yield url
+        return
+    if not pgcluster.available():
+        pytest.exit("--db=postgresql but PostgreSQL is not installed", returncode=1)
+    with pgcluster.TempCluster() as cluster:
+        yield cluster.url
+
+
+def _admin(url: str) -> Engine:
+    return create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def template_url(db_kind: str, server_url: str) -> Iterator[str]:
+    """A database migrated to head once per session; every test starts from a copy of it."""
+    if db_kind == "sqlite":
+        url = f"sqlite:///{Path(server_url) / 'template.db'}"
+        engine = make_engine(url)
+        schema.upgrade(engine)
+        engine.dispose()
+        # Fold the WAL into the main file so that copying that one file copies the database.
+        raw = sqlite3.connect(make_url(url).database or "", isolation_level=None)
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw.close()
+        yield url
+        return
+    name = f"escrow_template_{os.getpid()}"
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    schema.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def database_url(db_kind: str, server_url: str, template_url: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated, empty database for this test."""
+    if db_kind == "sqlite":
+        target = tmp_path / "escrow.db"
+        shutil.copyfile(make_url(template_url).database or "", target)
+        yield f"sqlite:///{target}"
+        return
+    template = make_url(template_url).database
+    name = f"escrow_test_{os.getpid()}_{next(_counter)}"
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        environment=Environment.TEST,
+        database_url=database_url,
+        key_dir=tmp_path / "keys",
+        log_name=TEST_LOG_NAME,
+    )
+
+
+@pytest.fixture
+def ledger(settings: Settings, clock: ManualClock) -> Iterator[Ledger]:
+    """An open ledger on a fresh database: schema at head, key created, genesis written (seq 0)."""
+    opened = Ledger.open(settings, clock=clock, migrate=False)
+    yield opened
+    opened.close()
