@@ -196,8 +196,22 @@ def _verify(conn: Connection, progress: Callable[[int], None] | None, found: _Fi
         .order_by(LogEntry.seq)
         .execution_options(yield_per=_STREAM_BATCH)
     )
-    for row in entries:
+    rows = iter(entries)
+    while True:
+        try:
+            row = next(rows, None)
+        except (ValueError, TypeError) as error:
+            # A column holding something its type cannot decode (SQLite stores anything anywhere).
+            found.add(
+                ProblemKind.MALFORMED,
+                expected,
+                f"the row after seq {expected - 1} is unreadable: {error}",
+            )
+            break
+        if row is None:
+            break
         seq = row.seq
+        body, stored_hash = _as_bytes(row.body), _as_bytes(row.hash)
         if seq != expected:
             missing = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
             found.add(ProblemKind.GAP, expected, f"entries {missing} are missing before seq {seq}")
@@ -217,14 +231,14 @@ def _verify(conn: Connection, progress: Callable[[int], None] | None, found: _Fi
             pending = next(postings, None)
         report.postings += len(rows_here)
 
-        digest = hashlib.sha256(LEAF_PREFIX + row.body).digest()
-        if digest != row.hash:
+        digest = hashlib.sha256(LEAF_PREFIX + body).digest()
+        if digest != stored_hash:
             found.add(
                 ProblemKind.HASH_MISMATCH,
                 seq,
-                f"stored hash {row.hash.hex()[:16]}… but the body hashes to {digest.hex()[:16]}…",
+                f"stored hash {stored_hash.hex()[:16]}… but the body hashes to {digest.hex()[:16]}…",
             )
-        entry = _parse(row.body)
+        entry = _parse(body)
         if entry is None:
             found.add(ProblemKind.MALFORMED, seq, "body is not a well-formed log entry")
             prev_hash = digest
@@ -367,6 +381,13 @@ def _check_accounts(
         found.add(
             ProblemKind.ACCOUNT_MISMATCH, None, "posted to in the log but has no account row", code
         )
+
+
+def _as_bytes(value: object) -> bytes:
+    """Column value as bytes even if someone stored text in a binary column."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogateescape")
 
 
 def _parse(body: bytes) -> dict[str, Any] | None:

@@ -38,20 +38,21 @@ def healthz() -> Health:
     responses={503: {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "Not ready"}},
 )
 def readyz(ledger: LedgerDep) -> Any:
+    expected = schema.head_revision()
     try:
         with ledger.readers() as session:
             revision = schema.current_revision(session.connection())
+            if revision != expected:
+                return problem(
+                    503,
+                    "schema-not-current",
+                    "Not ready",
+                    f"database schema is at {revision}, the code expects {expected}; "
+                    "run `escrow migrate`",
+                )
             size = ledger.log.head(session).size
     except SQLAlchemyError as error:
         return problem(
             503, "not-ready", "Not ready", f"database unreachable: {type(error).__name__}"
-        )
-    expected = schema.head_revision()
-    if revision != expected:
-        return problem(
-            503,
-            "schema-not-current",
-            "Not ready",
-            f"database schema is at {revision}, the code expects {expected}; run `escrow migrate`",
         )
     return JSONResponse(Ready(status="ready", schema_revision=revision, log_size=size).model_dump())

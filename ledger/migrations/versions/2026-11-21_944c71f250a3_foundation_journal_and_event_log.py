@@ -2,9 +2,10 @@
 
 The database defends the ledger's invariants by itself, whatever client writes to it:
 - log_entries and postings are append-only: UPDATE and DELETE (and TRUNCATE) are refused;
-- an entry's postings must sum to zero per currency and be at least two, else the write is refused
-  (PostgreSQL: a deferred constraint trigger at commit; SQLite, which has no deferred triggers: a
-  trigger on the entry insert, which is why postings are written before their entry);
+- an entry's postings must sum to zero per currency (postings are never zero, so a lone posting
+  cannot balance), else the write is refused. PostgreSQL checks with a deferred constraint trigger
+  at commit; SQLite, which has no deferred triggers, with a trigger on the entry's insert, which is
+  why postings are written before their entry;
 - postings cannot be added to an entry that has already been written;
 - a non-negative account's stored balance cannot go below zero (check constraint).
 
@@ -40,18 +41,12 @@ POSTGRES_FUNCTIONS = [
     CREATE FUNCTION escrow_check_entry_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
         bad record;
-        legs bigint;
     BEGIN
         SELECT currency, sum(amount) AS total INTO bad
           FROM postings WHERE seq = NEW.seq
          GROUP BY currency HAVING sum(amount) <> 0 LIMIT 1;
         IF FOUND THEN
             RAISE EXCEPTION 'unbalanced entry %: % postings sum to %', NEW.seq, bad.currency, bad.total
-                USING ERRCODE = 'check_violation';
-        END IF;
-        SELECT count(*) INTO legs FROM postings WHERE seq = NEW.seq;
-        IF legs < 2 THEN
-            RAISE EXCEPTION 'unbalanced entry %: a single posting', NEW.seq
                 USING ERRCODE = 'check_violation';
         END IF;
         RETURN NULL;
@@ -109,9 +104,8 @@ def _sqlite_triggers() -> list[str]:
         """
         CREATE TRIGGER log_entries_balanced BEFORE INSERT ON log_entries
         WHEN EXISTS (
-                SELECT 1 FROM postings WHERE seq = NEW.seq
-                GROUP BY currency HAVING sum(amount) <> 0)
-            OR (SELECT count(*) FROM postings WHERE seq = NEW.seq) = 1
+            SELECT 1 FROM postings WHERE seq = NEW.seq
+            GROUP BY currency HAVING sum(amount) <> 0)
         BEGIN
             SELECT RAISE(ABORT, 'unbalanced entry: its postings do not sum to zero per currency');
         END

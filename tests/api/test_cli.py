@@ -1,0 +1,129 @@
+"""The escrow command line: verify's exit codes and report, migrate, key export, and serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from api.cli import app
+from ledger.runtime import Ledger
+from tests.ledger import tampering
+from tests.ledger.entries import append, lesson, receipt
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def booked(ledger: Ledger) -> Ledger:
+    append(ledger, receipt("inst-1", "ctr-1", 30_000))
+    append(ledger, lesson("inst-1", "ctr-1", 15_000))
+    return ledger
+
+
+def _url(ledger: Ledger) -> str:
+    return ledger.engine.url.render_as_string(hide_password=False)
+
+
+def test_verify_exits_0_and_summarises_a_clean_log(booked: Ledger) -> None:
+    result = runner.invoke(app, ["verify", "--database-url", _url(booked)])
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output
+    assert "3 entries, 4 postings, 3 accounts" in result.output
+
+
+def test_verify_exits_1_and_names_the_first_bad_seq(booked: Ledger) -> None:
+    tampering.disable_guards(booked.engine)
+    with booked.engine.begin() as conn:
+        body = conn.execute(text("SELECT body FROM log_entries WHERE seq = 1")).scalar_one()
+        conn.execute(text("UPDATE log_entries SET body = :b WHERE seq = 1"), {"b": body + b" "})
+    result = runner.invoke(app, ["verify", "--database-url", _url(booked)])
+    assert result.exit_code == 1, result.output
+    assert "first bad seq 1: hash_mismatch" in result.output
+
+
+def test_verify_json_is_machine_readable(booked: Ledger) -> None:
+    result = runner.invoke(app, ["verify", "--json", "--database-url", _url(booked)])
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    assert report["ok"] is True
+    assert (report["entries"], report["postings"], report["accounts"]) == (3, 4, 3)
+    assert report["first_problem"] is None
+
+
+def test_verify_refuses_a_database_whose_schema_is_not_current(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["verify", "--database-url", f"sqlite:///{tmp_path / 'new.db'}"])
+    assert result.exit_code == 2
+    assert "escrow migrate" in result.output
+
+
+def test_migrate_then_verify_an_empty_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert runner.invoke(app, ["migrate", "--database-url", url]).exit_code == 0
+    result = runner.invoke(app, ["verify", "--database-url", url])
+    assert result.exit_code == 0, result.output
+    assert "0 entries" in result.output
+
+
+def test_key_export_writes_the_verifier_key_and_pem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ESCROW_KEY_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("ESCROW_LOG_NAME", "cli.test/log")
+    out = tmp_path / "log.pub"
+    result = runner.invoke(app, ["key", "export", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    verifier, pem = out.read_text().split("\n", 1)
+    assert verifier.startswith("cli.test/log+")
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----")
+    shown = runner.invoke(app, ["key", "show"])
+    assert verifier in shown.output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_starts_on_a_fresh_folder_and_answers_health_checks(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"escrow serve did not start:\n{process.stdout.read() if process.stdout else ''}"
+                    )
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert response.json()["log_size"] == 1
+        assert (tmp_path / "var" / "escrow.db").exists()
+        assert (tmp_path / "var" / "keys" / "log-ed25519.pem").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=15)
+    assert f"listening on http://127.0.0.1:{port}" in output
