@@ -212,3 +212,10 @@ def test_text_stored_in_the_body_column_is_a_hash_mismatch(history: Ledger, db_k
     with history.engine.begin() as conn:
         conn.execute(text("UPDATE log_entries SET body = CAST(body AS TEXT) || ' ' WHERE seq = 2"))
     assert _first(_verify(history)) == (ProblemKind.HASH_MISMATCH, 2)
+
+
+def test_progress_is_reported_up_to_the_number_of_entries(history: Ledger) -> None:
+    seen: list[int] = []
+    report = verify_database(history.engine, progress=seen.append)
+    assert report.ok
+    assert seen[-1] == report.entries == 9
