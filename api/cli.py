@@ -11,12 +11,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from ledger import keys, schema
 from ledger.config import Settings
-from ledger.db import make_engine
-from ledger.runtime import Ledger
+from ledger.db import is_sqlite, make_engine, session_factory
+from ledger.errors import LogKeyMismatch
+from ledger.runtime import Ledger, check_key
 from ledger.verify import Report, count_entries, verify_database
 
 app = typer.Typer(
@@ -149,11 +151,34 @@ def _print_report(report: Report) -> None:
         out.print(f"… and {report.problems_total - len(report.problems)} more")
 
 
+def _log_key(database_url: str | None) -> keys.LogKey:
+    """The existing log key, checked against the key the configured log was opened with."""
+    settings = _settings(database_url)
+    try:
+        key = keys.load(settings.key_dir, settings.log_name)
+    except (OSError, TypeError, ValueError) as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    url = make_url(settings.database_url)
+    if is_sqlite(url) and not Path(url.database or "").exists():
+        return key  # no database yet: nothing to compare with, and nothing to create
+    engine = make_engine(url)
+    try:
+        if inspect(engine).has_table("log_entries"):
+            with session_factory(engine, read_only=True)() as session:
+                check_key(session, key)
+    except LogKeyMismatch as error:
+        err.print(f"[red]{error.detail}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    return key
+
+
 @key_app.command("show")
-def key_show() -> None:
-    """Print the log's origin, key id and C2SP verifier key (creating the key if there is none)."""
-    settings = Settings()
-    key = keys.load_or_create(settings.key_dir, settings.log_name)
+def key_show(database_url: DatabaseUrl = None) -> None:
+    """Print the log's origin, key id and C2SP verifier key."""
+    key = _log_key(database_url)
     out.print(f"origin:       {key.name}")
     out.print(f"key id:       {key.key_id.hex()}")
     out.print(f"verifier key: {key.verifier_key}")
@@ -164,10 +189,13 @@ def key_export(
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write here instead of standard output")
     ] = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Export the public key (C2SP verifier key line, then PEM) for banks and regulators."""
-    settings = Settings()
-    key = keys.load_or_create(settings.key_dir, settings.log_name)
+    """Export the public key (C2SP verifier key line, then PEM) for banks and regulators.
+
+    The key is read, never created, and must be the key the log's genesis entry names.
+    """
+    key = _log_key(database_url)
     text = f"{key.verifier_key}\n{key.public_pem()}\n"
     if out_file is None:
         sys.stdout.write(text)

@@ -35,6 +35,9 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
     kwargs.setdefault("pool_pre_ping", True)
+    # Pinned, not inherited from the server: the log lock relies on each statement seeing every
+    # transaction committed before the lock was granted, which REPEATABLE READ would not.
+    kwargs.setdefault("isolation_level", "READ COMMITTED")
     return create_engine(url, **kwargs)
 
 
@@ -62,6 +65,14 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
     def _on_begin(conn: Any) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        # A COMMIT that SQLite refuses (a deferred foreign key) leaves the transaction open and
+        # the write lock held, while SQLAlchemy believes it ended and skips its reset. A pooled
+        # connection must never keep the lock, or every later writer waits out its busy timeout.
+        if dbapi_connection.in_transaction:
+            dbapi_connection.rollback()
 
     return engine
 

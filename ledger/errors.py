@@ -71,6 +71,14 @@ class InvalidEvent(LedgerError):
     title = "Invalid event"
 
 
+class ClockBehindLog(LedgerError):
+    """The clock is far behind the log's last entry; entries would carry a wrong time."""
+
+    status = 503
+    code = "clock-behind-log"
+    title = "Clock behind the log"
+
+
 class LogKeyMismatch(LedgerError):
     """The signing key on disk is not the key the log was opened with."""
 

@@ -17,13 +17,20 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from ledger.accounts import AccountCode, AccountKind
-from ledger.errors import AmountOutOfRange, CurrencyMismatch, InsufficientFunds, UnbalancedEntry
+from ledger.accounts import AccountCode
+from ledger.errors import (
+    AmountOutOfRange,
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidEvent,
+    UnbalancedEntry,
+)
 from ledger.models import Account
 from ledger.models import Posting as PostingRow
-from ledger.money import JSON_SAFE_MAX, Money
+from ledger.money import INT64_MAX, JSON_SAFE_MAX, Money
 
-_IN_CHUNK = 500  # bound the number of bound parameters per IN (...) query
+# One IN (...) list per batch; SQLite allows 32766 bound parameters, PostgreSQL 65535.
+MAX_ACCOUNTS_PER_BATCH = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,6 @@ class _AccountState:
 
     id: int | None
     code: str
-    kind: AccountKind
     currency: str
     non_negative: bool
     sign: int
@@ -96,6 +102,30 @@ class _AccountState:
     opened_seq: int
     last_seq: int
     moved: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        code: str,
+        *,
+        id: int | None,
+        currency: str,
+        balance: int,
+        opened_seq: int,
+        last_seq: int,
+    ) -> _AccountState:
+        """Attach the chart's rules (from the code, never from a stored column) to stored fields."""
+        chart = AccountCode.parse(code).cls
+        return cls(
+            id=id,
+            code=code,
+            currency=currency,
+            non_negative=chart.non_negative,
+            sign=chart.type.normal_side.sign,
+            balance=balance,
+            opened_seq=opened_seq,
+            last_seq=last_seq,
+        )
 
 
 class Journal:
@@ -107,37 +137,41 @@ class Journal:
         self._postings: list[tuple[int, str, int, str]] = []  # seq, code, amount, currency
 
     def load(self, codes: Iterable[str]) -> None:
-        """Lock and load the accounts that exist among ``codes``, in a fixed (id) order."""
+        """Load (and on PostgreSQL row-lock, in id order) the accounts that exist among ``codes``.
+
+        The log lock already serializes ledger writers; the row locks, taken in one statement in a
+        fixed order, also keep any other writer of ``accounts`` out until commit.
+        """
         wanted = sorted(set(codes) - self._accounts.keys())
-        for start in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[start : start + _IN_CHUNK]
-            rows = self._session.execute(
-                select(
-                    Account.id,
-                    Account.code,
-                    Account.kind,
-                    Account.currency,
-                    Account.non_negative,
-                    Account.balance,
-                    Account.opened_seq,
-                    Account.last_seq,
-                )
-                .where(Account.code.in_(chunk))
-                .order_by(Account.id)
-                .with_for_update()
+        if not wanted:
+            return
+        if len(wanted) > MAX_ACCOUNTS_PER_BATCH:
+            raise InvalidEvent(
+                f"a batch may touch at most {MAX_ACCOUNTS_PER_BATCH} accounts, this one touches "
+                f"{len(wanted)}; split it"
             )
-            for row in rows:
-                self._accounts[row.code] = _AccountState(
-                    id=row.id,
-                    code=row.code,
-                    kind=row.kind,
-                    currency=row.currency,
-                    non_negative=row.non_negative,
-                    sign=AccountCode.parse(row.code).cls.type.normal_side.sign,
-                    balance=row.balance,
-                    opened_seq=row.opened_seq,
-                    last_seq=row.last_seq,
-                )
+        rows = self._session.execute(
+            select(
+                Account.id,
+                Account.code,
+                Account.currency,
+                Account.balance,
+                Account.opened_seq,
+                Account.last_seq,
+            )
+            .where(Account.code.in_(wanted))
+            .order_by(Account.id)
+            .with_for_update()
+        )
+        for row in rows:
+            self._accounts[row.code] = _AccountState.of(
+                row.code,
+                id=row.id,
+                currency=row.currency,
+                balance=row.balance,
+                opened_seq=row.opened_seq,
+                last_seq=row.last_seq,
+            )
 
     def apply(self, seq: int, postings: Sequence[Posting]) -> None:
         """Move balances for one (already balance-checked) entry; refuse going below zero."""
@@ -145,7 +179,15 @@ class Journal:
         for posting in postings:
             state = self._accounts.get(posting.account)
             if state is None:
-                state = self._open(posting.account, posting.amount.currency, seq)
+                state = _AccountState.of(
+                    posting.account,
+                    id=None,
+                    currency=posting.amount.currency,
+                    balance=0,
+                    opened_seq=seq,
+                    last_seq=seq,
+                )
+                self._accounts[posting.account] = state
             if state.currency != posting.amount.currency:
                 raise CurrencyMismatch(
                     f"posting in {posting.amount.currency} on {state.code}, "
@@ -167,22 +209,11 @@ class Journal:
                     account=state.code,
                     balance=state.balance,
                 )
-
-    def _open(self, code: str, currency: str, seq: int) -> _AccountState:
-        parsed = AccountCode.parse(code)
-        state = _AccountState(
-            id=None,
-            code=code,
-            kind=parsed.kind,
-            currency=currency,
-            non_negative=parsed.cls.non_negative,
-            sign=parsed.cls.type.normal_side.sign,
-            balance=0,
-            opened_seq=seq,
-            last_seq=seq,
-        )
-        self._accounts[code] = state
-        return state
+            if abs(state.balance) > INT64_MAX:
+                raise AmountOutOfRange(
+                    f"{state.code} would hold {state.balance}, beyond a signed 64-bit balance",
+                    account=state.code,
+                )
 
     def write(self) -> None:
         """Insert new accounts and the postings, then store the new balances."""
@@ -192,22 +223,18 @@ class Journal:
             rows = [
                 {
                     "code": s.code,
-                    "kind": s.kind,
                     "currency": s.currency,
-                    "non_negative": s.non_negative,
                     "balance": s.balance,
                     "opened_seq": s.opened_seq,
                     "last_seq": s.last_seq,
                 }
                 for s in new
             ]
-            for start in range(0, len(rows), _IN_CHUNK):
-                returned = self._session.execute(
-                    insert(Account).returning(Account.id, Account.code),
-                    rows[start : start + _IN_CHUNK],
-                )
-                for account_id, code in returned:
-                    self._accounts[code].id = account_id
+            returned = self._session.execute(
+                insert(Account).returning(Account.id, Account.code), rows
+            )
+            for account_id, code in returned:
+                self._accounts[code].id = account_id
         if self._postings:
             self._session.execute(
                 insert(PostingRow),

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -71,28 +72,42 @@ class LogKey:
 def load_or_create(key_dir: Path, name: str) -> LogKey:
     """Load the log key from ``key_dir``, creating it (0600) on first use.
 
-    A key file that others can read is refused: whoever reads it can sign checkpoints as this log.
+    The new key is written to a temporary file and linked into place, so a crash or a second process
+    starting at the same moment can never leave an empty or half-written key behind.
     """
     key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = key_dir / KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _load(path, name)
+    if path.exists():
+        return load(key_dir, name)
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
+    fd, temporary = tempfile.mkstemp(dir=key_dir, prefix=".log-key-")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)  # atomic, and fails if another process won the race
+        except FileExistsError:
+            return load(key_dir, name)
+    finally:
+        os.unlink(temporary)
     return LogKey(name, private)
 
 
-def _load(path: Path, name: str) -> LogKey:
+def load(key_dir: Path, name: str) -> LogKey:
+    """Load an existing log key; never creates one.
+
+    A key file that others can read is refused: whoever reads it can sign checkpoints as this log.
+    """
+    path = key_dir / KEY_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no log key at {path}; the service creates it on first start")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise PermissionError(

@@ -17,20 +17,25 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import rfc8785
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from ledger.clock import Clock
-from ledger.errors import InvalidEvent, LedgerError
+from ledger.errors import ClockBehindLog, InvalidEvent, LedgerError
 from ledger.journal import Journal, Posting, check_balanced
-from ledger.models import LogEntry, LogHead
+from ledger.models import LogEntry
 from ledger.money import JSON_SAFE_MAX
 
 LEAF_PREFIX = b"\x00"
+LOG_LOCK_KEY = (
+    7310295963299966055  # b"escrowlg"; the triggers of the foundation migration use it too
+)
+# A clock this far behind the last entry is wrong, not merely stepped back by NTP.
+MAX_CLOCK_LAG = timedelta(minutes=10)
 ZERO_HASH = bytes(32)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -81,11 +86,23 @@ class Head:
     last_time: datetime | None
 
 
+def _check_text(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent(
+            f"payload text at {path} is not valid Unicode (lone surrogate)"
+        ) from None
+
+
 def _json_value(value: Any, path: str, depth: int) -> Any:
     """Return ``value`` as plain JSON types, refusing what cannot be logged exactly."""
     if depth > _MAX_DEPTH:
         raise InvalidEvent(f"payload nested deeper than {_MAX_DEPTH} levels at {path}")
-    if value is None or isinstance(value, bool | str):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        _check_text(value, path)
         return value
     if isinstance(value, int):
         if abs(value) > JSON_SAFE_MAX:
@@ -100,6 +117,7 @@ def _json_value(value: Any, path: str, depth: int) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidEvent(f"payload key {key!r} at {path} is not a string")
+            _check_text(key, path)
             out[key] = _json_value(item, f"{path}.{key}", depth + 1)
         return out
     if isinstance(value, list | tuple):
@@ -126,24 +144,28 @@ class EventLog:
         self.clock = clock
 
     def head(self, session: Session) -> Head:
-        """Read the head without locking (for readers)."""
+        """The head as of this session's view: size, last hash, last time (no lock taken)."""
         row = session.execute(
-            select(LogHead.size, LogHead.head_hash, LogHead.last_time).where(LogHead.id == 1)
-        ).one()
-        return Head(row.size, row.head_hash, row.last_time)
+            select(LogEntry.seq, LogEntry.hash, LogEntry.time)
+            .order_by(LogEntry.seq.desc())
+            .limit(1)
+        ).one_or_none()
+        if row is None:
+            return Head(0, ZERO_HASH, None)
+        return Head(row.seq + 1, row.hash, row.time)
 
     def lock(self, session: Session) -> Head:
-        """Take the log-head lock for the rest of the transaction and return the head.
+        """Take the log lock for the rest of the transaction and return the head.
 
-        Call this before reading anything a write decision depends on: under READ COMMITTED every
-        later statement then sees all transactions that committed before the lock was granted.
+        PostgreSQL: a transaction-scoped advisory lock, the same one the database triggers take,
+        so even raw SQL writers queue behind it. SQLite: write sessions begin IMMEDIATE and so
+        already hold the database's write lock. Call this before reading anything a write decision
+        depends on: under READ COMMITTED every later statement then sees all transactions that
+        committed before the lock was granted.
         """
-        row = session.execute(
-            select(LogHead.size, LogHead.head_hash, LogHead.last_time)
-            .where(LogHead.id == 1)
-            .with_for_update()
-        ).one()
-        return Head(row.size, row.head_hash, row.last_time)
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(select(func.pg_advisory_xact_lock(LOG_LOCK_KEY)))
+        return self.head(session)
 
     def append(self, session: Session, event: Event) -> Appended:
         """Append one event (see ``append_many``)."""
@@ -168,7 +190,12 @@ class EventLog:
                 raise
         head = self.lock(session)
         now = self.clock.now()
-        # Entry times never go backwards, even if the wall clock does.
+        if head.last_time is not None and head.last_time - now > MAX_CLOCK_LAG:
+            raise ClockBehindLog(
+                f"the clock says {format_time(now)} but the log's last entry is dated "
+                f"{format_time(head.last_time)}; refusing to stamp entries with a stale time",
+            )
+        # Entry times never go backwards: a small clock step back takes the last entry's time.
         time = now if head.last_time is None or now >= head.last_time else head.last_time
         time_text = format_time(time)
 
@@ -212,9 +239,4 @@ class EventLog:
 
         journal.write()  # postings before entries: SQLite's entry trigger checks their balance
         session.execute(insert(LogEntry), entry_rows)
-        session.execute(
-            update(LogHead)
-            .where(LogHead.id == 1)
-            .values(size=head.size + len(events), head_hash=prev, last_time=time)
-        )
         return appended

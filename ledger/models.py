@@ -1,4 +1,4 @@
-"""ORM models: the event log, the journal's postings and accounts, and the log head.
+"""ORM models: the event log, the journal's postings and accounts, and personal data.
 
 The log and postings tables are append-only (database triggers refuse UPDATE and DELETE, see the
 foundation migration). Account balances are a projection of the postings, stored so reads are cheap
@@ -8,15 +8,12 @@ and checked by ``escrow verify`` against a full replay.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -24,10 +21,10 @@ from sqlalchemy import (
     MetaData,
     String,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from ledger.accounts import CHART, AccountKind, AccountType, NormalSide
+from ledger.accounts import AccountCode, AccountKind, AccountType, NormalSide
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -65,39 +62,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _enum_values(enum: type[Any]) -> list[str]:
-    return [member.value for member in enum]
-
-
 class Base(DeclarativeBase):
     """Declarative base with a naming convention, so migrations name constraints predictably."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class LogHead(Base):
-    """The single row that every writer locks first; it holds the size and hash of the log."""
-
-    __tablename__ = "log_head"
-    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    size: Mapped[int] = mapped_column(BigInteger)
-    """Number of entries; the next entry gets ``seq = size``."""
-    head_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    """Hash of entry ``size - 1``; 32 zero bytes while the log is empty."""
-    last_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    """Time of the last entry; entry times never go backwards."""
-
-
 class LogEntry(Base):
-    """One event: the canonical JSON bytes that were hashed, and columns copied out for queries."""
+    """One event: the canonical JSON bytes that were hashed, and columns copied out for queries.
+
+    The head of the log is simply the entry with the highest seq; there is no separate, editable
+    head record to disagree with the entries.
+    """
 
     __tablename__ = "log_entries"
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     """Gapless position in the log, from 0; also the entry's leaf index in the Merkle tree."""
     time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    """When the entry was appended (UTC); never earlier than the entry before it."""
     type: Mapped[str] = mapped_column(String(64))
     """Event type, e.g. ``contract.created``; copied from the body for filtering."""
     actor: Mapped[str] = mapped_column(String(128))
@@ -107,35 +90,27 @@ class LogEntry(Base):
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     """SHA-256(0x00 || body): the RFC 6962 leaf hash, linked by the next entry's ``prev_hash``."""
 
-    postings: Mapped[list[Posting]] = relationship(
-        back_populates="entry", lazy="raise", viewonly=True, order_by="Posting.id"
-    )
-
 
 class Account(Base):
-    """A ledger account; its kind (from the chart) fixes type, normal side and sign rules."""
+    """A ledger account. Kind, owner, type, normal side and sign rule all follow from its code.
+
+    They are deliberately not stored: a column could be edited apart from the code, and the journal
+    would then enforce a rule the chart of accounts never gave.
+    """
 
     __tablename__ = "accounts"
-    __table_args__ = (CheckConstraint("NOT non_negative OR balance >= 0", name="non_negative"),)
+    __table_args__ = (
+        # Every kind in the chart is non-negative; a kind that may go negative needs a migration
+        # that narrows this check to the other kinds.
+        CheckConstraint("balance >= 0", name="non_negative"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     code: Mapped[str] = mapped_column(String(160), unique=True)
     """``kind:owner``, the name postings in the log use."""
-    kind: Mapped[AccountKind] = mapped_column(
-        Enum(
-            AccountKind,
-            native_enum=False,
-            length=32,
-            values_callable=_enum_values,
-            create_constraint=True,
-            name="account_kind",
-        ),
-        index=True,
-    )
     currency: Mapped[str] = mapped_column(String(3))
-    non_negative: Mapped[bool] = mapped_column(Boolean)
-    """When true the balance may never go below zero; checked under the log-head lock."""
-    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    """ISO 4217 code, fixed by the account's first posting."""
+    balance: Mapped[int] = mapped_column(BigInteger)
     """Normal-side balance in minor units (positive = the account holds what its name says)."""
     opened_seq: Mapped[int] = mapped_column(BigInteger)
     """Seq of the entry whose postings created the account."""
@@ -143,12 +118,29 @@ class Account(Base):
     """Seq of the last entry that moved the balance."""
 
     @property
+    def parsed(self) -> AccountCode:
+        return AccountCode.parse(self.code)
+
+    @property
+    def kind(self) -> AccountKind:
+        return self.parsed.kind
+
+    @property
+    def owner_id(self) -> str:
+        """The institution or contract the account belongs to."""
+        return self.parsed.owner_id
+
+    @property
     def type(self) -> AccountType:
-        return CHART[self.kind].type
+        return self.parsed.cls.type
 
     @property
     def normal_side(self) -> NormalSide:
         return self.type.normal_side
+
+    @property
+    def non_negative(self) -> bool:
+        return self.parsed.cls.non_negative
 
 
 class Posting(Base):
@@ -173,5 +165,22 @@ class Posting(Base):
     """Debit positive, credit negative; the postings of one entry sum to zero per currency."""
     currency: Mapped[str] = mapped_column(String(3))
 
-    entry: Mapped[LogEntry] = relationship(back_populates="postings", lazy="raise")
-    account: Mapped[Account] = relationship(lazy="raise")
+
+class PersonalData(Base):
+    """Names and phone numbers, kept outside the log so they can be erased.
+
+    The log refers to a person only by ``subject_id`` and, where a value must be committed to, by a
+    salted SHA-256 commitment. Erasing clears the values and the salt: every hash in the log stays
+    valid, and the commitment can no longer be tested against guesses.
+    """
+
+    __tablename__ = "personal_data"
+
+    subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The opaque id the log uses for this person."""
+    name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    salt: Mapped[bytes | None] = mapped_column(LargeBinary(16))
+    """Random per person; part of every commitment, erased with the data."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -24,6 +24,15 @@ from ledger.models import LogEntry
 GENESIS_TYPE = "log.opened"
 
 
+def genesis_key(session: Session) -> tuple[str, str] | None:
+    """The (origin, verifier key) the log was opened with, or None for an empty log."""
+    body = session.execute(select(LogEntry.body).where(LogEntry.seq == 0)).scalar_one_or_none()
+    if body is None:
+        return None
+    opened = json.loads(body)["payload"]
+    return str(opened.get("origin")), str(opened.get("key"))
+
+
 def ensure_genesis(session: Session, log: EventLog, key: keys.LogKey) -> Appended | None:
     """Write the genesis entry into an empty log, or check the key of an existing one.
 
@@ -38,15 +47,19 @@ def ensure_genesis(session: Session, log: EventLog, key: keys.LogKey) -> Appende
                 {"origin": key.name, "algorithm": "Ed25519", "key": key.verifier_key},
             ),
         )
-    body = session.execute(select(LogEntry.body).where(LogEntry.seq == 0)).scalar_one()
-    opened = json.loads(body)["payload"]
-    if opened.get("key") != key.verifier_key:
+    check_key(session, key)
+    return None
+
+
+def check_key(session: Session, key: keys.LogKey) -> None:
+    """Refuse a key (or origin) other than the one the log was opened with."""
+    opened = genesis_key(session)
+    if opened is not None and opened[1] != key.verifier_key:
         raise LogKeyMismatch(
-            f"the log was opened as {opened.get('origin')!r} with key {opened.get('key')!r}, "
+            f"the log was opened as {opened[0]!r} with key {opened[1]!r}, "
             f"but the configured origin and key directory give {key.verifier_key!r}; "
             "restore the original key (and ESCROW_LOG_NAME) instead of creating a new one",
         )
-    return None
 
 
 @dataclass

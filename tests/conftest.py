@@ -44,11 +44,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     database = config.getoption("--db")
     needs_pg = pytest.mark.skip(reason="needs PostgreSQL; runs in the PostgreSQL pass")
+    needs_sqlite = pytest.mark.skip(reason="about SQLite only; runs in the SQLite pass")
     for item in items:
         if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.db)
-        if "postgresql" in item.keywords and database != "postgresql":
+        if item.get_closest_marker("postgresql") and database != "postgresql":
             item.add_marker(needs_pg)
+        if item.get_closest_marker("sqlite") and database != "sqlite":
+            item.add_marker(needs_sqlite)
 
 
 @pytest.fixture(scope="session")

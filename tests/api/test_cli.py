@@ -17,6 +17,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from api.cli import app
+from ledger import keys
 from ledger.runtime import Ledger
 from tests.ledger import tampering
 from tests.ledger.entries import append, lesson, receipt
@@ -75,19 +76,43 @@ def test_migrate_then_verify_an_empty_database(tmp_path: Path) -> None:
     assert "0 entries" in result.output
 
 
-def test_key_export_writes_the_verifier_key_and_pem(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_key_export_writes_the_log_key_named_by_the_genesis_entry(
+    booked: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ESCROW_KEY_DIR", str(tmp_path / "keys"))
-    monkeypatch.setenv("ESCROW_LOG_NAME", "cli.test/log")
+    monkeypatch.setenv("ESCROW_KEY_DIR", str(booked.settings.key_dir))
+    monkeypatch.setenv("ESCROW_LOG_NAME", booked.settings.log_name)
     out = tmp_path / "log.pub"
-    result = runner.invoke(app, ["key", "export", "--out", str(out)])
+    result = runner.invoke(
+        app, ["key", "export", "--out", str(out), "--database-url", _url(booked)]
+    )
     assert result.exit_code == 0, result.output
     verifier, pem = out.read_text().split("\n", 1)
-    assert verifier.startswith("cli.test/log+")
-    assert pem.startswith("-----BEGIN PUBLIC KEY-----")
-    shown = runner.invoke(app, ["key", "show"])
+    assert verifier == booked.key.verifier_key
+    assert pem.strip() == booked.key.public_pem()
+    shown = runner.invoke(app, ["key", "show", "--database-url", _url(booked)])
     assert verifier in shown.output
+
+
+def test_key_export_never_creates_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESCROW_KEY_DIR", str(tmp_path / "keys"))
+    result = runner.invoke(
+        app, ["key", "export", "--database-url", f"sqlite:///{tmp_path / 'x.db'}"]
+    )
+    assert result.exit_code == 2
+    assert "no log key" in result.output
+    assert not (tmp_path / "keys" / "log-ed25519.pem").exists()
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_key_export_refuses_a_key_that_is_not_the_logs(
+    booked: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys.load_or_create(tmp_path / "other", booked.settings.log_name)
+    monkeypatch.setenv("ESCROW_KEY_DIR", str(tmp_path / "other"))
+    monkeypatch.setenv("ESCROW_LOG_NAME", booked.settings.log_name)
+    result = runner.invoke(app, ["key", "export", "--database-url", _url(booked)])
+    assert result.exit_code == 1
+    assert "restore the original key" in result.output
 
 
 def _free_port() -> int:

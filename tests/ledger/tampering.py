@@ -10,25 +10,33 @@ from sqlalchemy import Connection, Engine, text
 
 from ledger.log import leaf_hash
 
-SQLITE_GUARDS = (
-    "log_entries_no_update",
-    "log_entries_no_delete",
-    "postings_no_update",
-    "postings_no_delete",
-    "log_entries_balanced",
-    "postings_sealed",
-)
-
 
 def disable_guards(engine: Engine) -> None:
-    """Switch off the append-only and balance triggers (an attacker with DDL rights could)."""
+    """Switch off every trigger on the log and postings (an attacker with DDL rights could)."""
     with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
-            for trigger in SQLITE_GUARDS:
+            names = conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name IN ('log_entries', 'postings')"
+            ).scalars()
+            for trigger in list(names):
                 conn.exec_driver_sql(f"DROP TRIGGER {trigger}")
         else:
             for table in ("log_entries", "postings"):
                 conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+
+
+def sqlite_without_foreign_keys(engine: Engine, *statements: str) -> None:
+    """Run statements on SQLite with foreign keys off, as any other client may connect."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        raw.close()
 
 
 def entry(conn: Connection, seq: int) -> dict[str, Any]:
@@ -61,10 +69,3 @@ def shift_seqs(conn: Connection, from_seq: int, by: int) -> None:
             text(f"UPDATE {table} SET seq = seq - :o + :by WHERE seq >= :o"),
             {"o": offset, "by": by},
         )
-
-
-def set_head(conn: Connection, size: int, head_hash: bytes) -> None:
-    conn.execute(
-        text("UPDATE log_head SET size = :n, head_hash = :h WHERE id = 1"),
-        {"n": size, "h": head_hash},
-    )

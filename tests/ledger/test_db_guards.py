@@ -1,11 +1,14 @@
 """The database defends the ledger by itself: raw SQL that bypasses the code is refused."""
 
+import threading
+
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from ledger.log import leaf_hash
 from ledger.runtime import Ledger
+from ledger.verify import verify_database
 from tests.ledger.entries import append, receipt
 
 
@@ -109,9 +112,81 @@ def test_a_non_negative_account_cannot_be_stored_below_zero(booked: Ledger) -> N
         _run(booked.engine, "UPDATE accounts SET balance = -1 WHERE code = 'contract:ctr-1'")
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys_on(ledger: Ledger, db_kind: str) -> None:
-    if db_kind != "sqlite":
-        pytest.skip("SQLite pragmas")
+@pytest.mark.sqlite
+def test_sqlite_runs_in_wal_mode_with_foreign_keys_on(ledger: Ledger) -> None:
     with ledger.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_an_entry_out_of_seq_order_is_refused(booked: Ledger) -> None:
+    with pytest.raises(DBAPIError, match="appended in order"):
+        _raw_entry(booked.engine, 5, [])
+
+
+@pytest.mark.parametrize("table", ["log_entries", "postings"])
+@pytest.mark.sqlite
+def test_sqlite_insert_or_replace_cannot_overwrite_history(booked: Ledger, table: str) -> None:
+    statement = {
+        "log_entries": "INSERT OR REPLACE INTO log_entries (seq, time, type, actor, body, hash) "
+        "SELECT seq, time, 'forged.type', actor, body, hash FROM log_entries WHERE seq = 1",
+        "postings": "INSERT OR REPLACE INTO postings (id, seq, account_id, amount, currency) "
+        "SELECT id, 2, account_id, amount, currency FROM postings WHERE seq = 1",
+    }[table]
+    with pytest.raises(DBAPIError):
+        _run(booked.engine, statement)
+
+
+# SQLite converts integer-looking text and whole floats to INTEGER itself; these stay non-integers.
+@pytest.mark.parametrize("amount", ["511.5", "'abc'", "x'00ff'", "1e300"])
+@pytest.mark.sqlite
+def test_sqlite_refuses_postings_whose_amount_is_not_an_integer(
+    booked: Ledger, amount: str
+) -> None:
+    escrow, _contract = _account_ids(booked.engine)
+    with pytest.raises(DBAPIError, match="integer seq, account and amount"):
+        _run(
+            booked.engine,
+            f"INSERT INTO postings (seq, account_id, amount, currency) VALUES (2, {escrow}, {amount}, 'CNY')",
+        )
+
+
+@pytest.mark.postgresql
+def test_postgres_replica_mode_does_not_silence_the_guards(booked: Ledger) -> None:
+    with booked.engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        with pytest.raises(DBAPIError, match="append-only"):
+            conn.exec_driver_sql("DELETE FROM log_entries WHERE seq = 1")
+
+
+def test_a_raw_writer_serializes_with_the_application_and_cannot_smuggle_postings(
+    booked: Ledger,
+) -> None:
+    """Postings written ahead for the next seq hold the log lock and fail at their own commit."""
+    escrow, contract = _account_ids(booked.engine)
+    intruder = booked.engine.connect()
+    transaction = intruder.begin()
+    for account_id, amount in ((escrow, 7), (contract, -7)):
+        intruder.execute(
+            text(
+                "INSERT INTO postings (seq, account_id, amount, currency) VALUES (2, :a, :m, 'CNY')"
+            ),
+            {"a": account_id, "m": amount},
+        )
+    appended = threading.Event()
+
+    def application() -> None:
+        append(booked, receipt("inst-1", "ctr-1", 100))
+        appended.set()
+
+    worker = threading.Thread(target=application)
+    worker.start()
+    assert not appended.wait(0.5), "the application must wait for the raw writer's lock"
+    with pytest.raises(DBAPIError, match="(?i)foreign key"):
+        transaction.commit()
+    intruder.close()
+    worker.join(timeout=30)
+    assert appended.is_set()
+    report = verify_database(booked.engine)
+    assert report.ok, report.problems
+    assert report.postings == 4

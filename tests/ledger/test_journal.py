@@ -212,3 +212,10 @@ def test_a_rolled_back_transaction_leaves_no_entry_posting_or_balance(ledger: Le
         assert check.scalar(select(func.count()).select_from(PostingRow)) == 0
         assert check.scalar(select(func.count()).select_from(LogEntry)) == 1
         assert balance(check, "escrow:inst-1") == Money(0)
+
+
+def test_a_balance_beyond_a_signed_64_bit_column_is_refused(ledger: Ledger) -> None:
+    biggest = 2**53 - 1
+    with pytest.raises(AmountOutOfRange, match="beyond a signed 64-bit balance"):
+        append(ledger, *(receipt("inst-1", "ctr-1", biggest) for _ in range(1025)))
+    assert _log_size(ledger) == 1

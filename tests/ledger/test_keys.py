@@ -1,5 +1,6 @@
 import base64
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,16 @@ def test_signatures_verify_with_the_public_key(tmp_path: Path) -> None:
     signature = key.sign(b"tree head")
     key.public_key.verify(signature, b"tree head")  # raises if invalid
     assert key.public_pem().startswith("-----BEGIN PUBLIC KEY-----")
+
+
+def test_racing_first_starts_agree_on_one_key_and_leave_no_stray_files(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        loaded = list(pool.map(lambda _: keys.load_or_create(tmp_path, "race/log"), range(16)))
+    assert len({key.public_bytes for key in loaded}) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [keys.KEY_FILE]
+
+
+def test_load_never_creates_a_key(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no log key"):
+        keys.load(tmp_path, "escrow.test/log")
+    assert not any(tmp_path.iterdir())

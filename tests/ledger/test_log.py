@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from ledger.clock import ManualClock
 from ledger.config import Settings
-from ledger.errors import InvalidEvent, LogKeyMismatch
+from ledger.errors import ClockBehindLog, InvalidEvent, LogKeyMismatch
 from ledger.log import Event, format_time, leaf_hash
 from ledger.models import LogEntry
 from ledger.runtime import GENESIS_TYPE, Ledger
@@ -73,16 +73,26 @@ def test_the_body_is_rfc8785_canonical_json_and_the_hash_is_the_rfc6962_leaf(
     assert (entry.type, entry.actor, entry.time) == ("test.receipt", "bank:bank-1", clock.now())
 
 
-def test_entry_times_never_go_backwards_even_if_the_clock_does(
+def test_entry_times_never_go_backwards_when_the_clock_steps_back_a_little(
     ledger: Ledger, clock: ManualClock
 ) -> None:
     [first] = append(ledger, receipt("inst-1", "ctr-1", 100))
-    clock.set(clock.now() - timedelta(hours=1))
+    clock.set(clock.now() - timedelta(minutes=2))
     [second] = append(ledger, receipt("inst-1", "ctr-1", 100))
     assert second.time == first.time
     clock.advance(hours=2)
     [third] = append(ledger, receipt("inst-1", "ctr-1", 100))
     assert third.time == clock.now() > first.time
+
+
+def test_a_clock_far_behind_the_log_is_refused_rather_than_stamping_stale_times(
+    ledger: Ledger, clock: ManualClock
+) -> None:
+    append(ledger, receipt("inst-1", "ctr-1", 100))
+    clock.set(clock.now() - timedelta(hours=1))
+    with pytest.raises(ClockBehindLog, match="refusing to stamp entries with a stale time"):
+        append(ledger, receipt("inst-1", "ctr-1", 100))
+    assert len(_entries(ledger)) == 2
 
 
 @pytest.mark.parametrize(
@@ -92,6 +102,8 @@ def test_entry_times_never_go_backwards_even_if_the_clock_does(
         ({"count": 2**53}, "exact range"),
         ({1: "x"}, "is not a string"),
         ({"when": object()}, "not JSON"),
+        ({"name": "\ud800"}, "lone surrogate"),
+        ({"\udfff": 1}, "lone surrogate"),
     ],
 )
 def test_payloads_that_cannot_be_logged_exactly_are_refused(

@@ -15,7 +15,7 @@ def test_models_and_migrations_do_not_drift(engine: Engine) -> None:
 def test_a_fresh_database_is_at_the_head_revision(engine: Engine) -> None:
     assert schema.is_current(engine)
     tables = set(inspect(engine).get_table_names())
-    assert {"accounts", "postings", "log_entries", "log_head", "alembic_version"} <= tables
+    assert {"accounts", "postings", "log_entries", "personal_data", "alembic_version"} <= tables
 
 
 def test_upgrading_an_up_to_date_database_changes_nothing(engine: Engine) -> None:

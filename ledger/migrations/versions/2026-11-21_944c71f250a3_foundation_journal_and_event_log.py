@@ -1,13 +1,20 @@
-"""Foundation: accounts, postings, the hash-chained event log and its head.
+"""Foundation: accounts, postings, the hash-chained event log, personal data.
 
-The database defends the ledger's invariants by itself, whatever client writes to it:
-- log_entries and postings are append-only: UPDATE and DELETE (and TRUNCATE) are refused;
-- an entry's postings must sum to zero per currency (postings are never zero, so a lone posting
-  cannot balance), else the write is refused. PostgreSQL checks with a deferred constraint trigger
-  at commit; SQLite, which has no deferred triggers, with a trigger on the entry's insert, which is
-  why postings are written before their entry;
-- postings cannot be added to an entry that has already been written;
-- a non-negative account's stored balance cannot go below zero (check constraint).
+The database defends the ledger by itself, whatever client writes to it:
+- log_entries and postings are append-only: UPDATE and DELETE (and TRUNCATE) are refused, and on
+  SQLite so is INSERT OR REPLACE, which deletes without firing delete triggers;
+- entries are appended in seq order with no gap, under the same lock the application takes
+  (PostgreSQL: a transaction advisory lock, taken again inside the triggers so that raw SQL
+  serializes with the application; SQLite: the database write lock of BEGIN IMMEDIATE);
+- postings may only be written for an entry not yet written, and an entry's postings must sum to
+  zero per currency (postings are never zero, so a lone posting cannot balance). PostgreSQL checks
+  the sum with a deferred constraint trigger per entry at commit; SQLite, which has no deferred
+  triggers, when the entry row is inserted, which is why postings are written before their entry;
+- on SQLite, whose columns accept any type, seqs, account ids and amounts must be integers and
+  bodies and hashes blobs, checked by triggers (a connection can switch CHECK constraints off);
+- on PostgreSQL every trigger is ENABLE ALWAYS, so ``session_replication_role = replica`` does not
+  silence it;
+- a stored balance cannot go below zero (every kind of account in the chart is non-negative).
 
 Revision ID: 944c71f250a3
 Revises:
@@ -28,6 +35,7 @@ depends_on: str | Sequence[str] | None = None
 
 BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 APPEND_ONLY = ("log_entries", "postings")
+LOG_LOCK_KEY = 7310295963299966055  # b"escrowlg"; must equal ledger.log.LOG_LOCK_KEY
 
 POSTGRES_FUNCTIONS = [
     """
@@ -35,6 +43,34 @@ POSTGRES_FUNCTIONS = [
     BEGIN
         RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
             USING ERRCODE = 'restrict_violation';
+    END $$
+    """,
+    f"""
+    CREATE FUNCTION escrow_entry_in_order() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        next_seq bigint;
+    BEGIN
+        PERFORM pg_advisory_xact_lock({LOG_LOCK_KEY});
+        SELECT COALESCE(max(seq) + 1, 0) INTO next_seq FROM log_entries;
+        IF NEW.seq IS DISTINCT FROM next_seq THEN
+            RAISE EXCEPTION 'log entries are appended in order: seq % refused, the next is %',
+                NEW.seq, next_seq USING ERRCODE = 'restrict_violation';
+        END IF;
+        IF octet_length(NEW.hash) <> 32 THEN
+            RAISE EXCEPTION 'entry %: a hash is 32 bytes', NEW.seq USING ERRCODE = 'check_violation';
+        END IF;
+        RETURN NEW;
+    END $$
+    """,
+    f"""
+    CREATE FUNCTION escrow_posting_for_new_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock({LOG_LOCK_KEY});
+        IF NEW.seq <= COALESCE((SELECT max(seq) FROM log_entries), -1) THEN
+            RAISE EXCEPTION 'entry % is already written: postings cannot be added to it', NEW.seq
+                USING ERRCODE = 'restrict_violation';
+        END IF;
+        RETURN NEW;
     END $$
     """,
     """
@@ -52,43 +88,35 @@ POSTGRES_FUNCTIONS = [
         RETURN NULL;
     END $$
     """,
-    """
-    CREATE FUNCTION escrow_refuse_late_posting() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF EXISTS (SELECT 1 FROM log_entries WHERE seq = NEW.seq) THEN
-            RAISE EXCEPTION 'entry % is already written: postings cannot be added to it', NEW.seq
-                USING ERRCODE = 'restrict_violation';
-        END IF;
-        RETURN NEW;
-    END $$
-    """,
 ]
 
 
 def _postgres_triggers() -> list[str]:
-    statements = []
-    for table in APPEND_ONLY:
-        statements += [
-            (
-                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION escrow_refuse_change()"
-            ),
-            (
-                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION escrow_refuse_change()"
-            ),
-        ]
-    statements += [
-        (
-            "CREATE CONSTRAINT TRIGGER postings_balanced AFTER INSERT ON postings "
-            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
-            "EXECUTE FUNCTION escrow_check_entry_balanced()"
-        ),
-        (
-            "CREATE TRIGGER postings_sealed BEFORE INSERT ON postings "
-            "FOR EACH ROW EXECUTE FUNCTION escrow_refuse_late_posting()"
-        ),
+    triggers = [
+        ("log_entries_in_order", "log_entries", "BEFORE INSERT", "escrow_entry_in_order"),
+        ("postings_for_new_entry", "postings", "BEFORE INSERT", "escrow_posting_for_new_entry"),
     ]
+    for table in APPEND_ONLY:
+        triggers.append(
+            (f"{table}_append_only", table, "BEFORE UPDATE OR DELETE", "escrow_refuse_change")
+        )
+    statements = [
+        f"CREATE TRIGGER {name} {when} ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"
+        for name, table, when, function in triggers
+    ]
+    for table in APPEND_ONLY:
+        statements.append(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION escrow_refuse_change()"
+        )
+    statements.append(
+        "CREATE CONSTRAINT TRIGGER log_entries_balanced AFTER INSERT ON log_entries "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION escrow_check_entry_balanced()"
+    )
+    names = [(name, table) for name, table, _, _ in triggers]
+    names += [(f"{table}_no_truncate", table) for table in APPEND_ONLY]
+    names.append(("log_entries_balanced", "log_entries"))
+    statements += [f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {name}" for name, table in names]
     return statements
 
 
@@ -102,6 +130,15 @@ def _sqlite_triggers() -> list[str]:
             )
     statements += [
         """
+        CREATE TRIGGER log_entries_in_order BEFORE INSERT ON log_entries
+        WHEN typeof(NEW.seq) != 'integer'
+            OR NEW.seq != COALESCE((SELECT max(seq) + 1 FROM log_entries), 0)
+            OR typeof(NEW.body) != 'blob' OR typeof(NEW.hash) != 'blob' OR length(NEW.hash) != 32
+        BEGIN
+            SELECT RAISE(ABORT, 'log entries are appended in order, with a blob body and a 32-byte hash');
+        END
+        """,
+        """
         CREATE TRIGGER log_entries_balanced BEFORE INSERT ON log_entries
         WHEN EXISTS (
             SELECT 1 FROM postings WHERE seq = NEW.seq
@@ -111,8 +148,17 @@ def _sqlite_triggers() -> list[str]:
         END
         """,
         """
-        CREATE TRIGGER postings_sealed BEFORE INSERT ON postings
-        WHEN EXISTS (SELECT 1 FROM log_entries WHERE seq = NEW.seq)
+        CREATE TRIGGER postings_well_formed BEFORE INSERT ON postings
+        WHEN typeof(NEW.seq) != 'integer' OR typeof(NEW.account_id) != 'integer'
+            OR typeof(NEW.amount) != 'integer'
+            OR EXISTS (SELECT 1 FROM postings WHERE id = NEW.id)
+        BEGIN
+            SELECT RAISE(ABORT, 'postings are new rows with integer seq, account and amount');
+        END
+        """,
+        """
+        CREATE TRIGGER postings_for_new_entry BEFORE INSERT ON postings
+        WHEN NEW.seq <= COALESCE((SELECT max(seq) FROM log_entries), -1)
         BEGIN
             SELECT RAISE(ABORT, 'entry already written: postings cannot be added to it');
         END
@@ -126,36 +172,14 @@ def upgrade() -> None:
         "accounts",
         sa.Column("id", BigIntPK, nullable=False),
         sa.Column("code", sa.String(length=160), nullable=False),
-        sa.Column(
-            "kind",
-            sa.Enum(
-                "escrow",
-                "contract",
-                "pending",
-                "releasable",
-                "payable",
-                "refund_payable",
-                "advance",
-                name="account_kind",
-                native_enum=False,
-                create_constraint=True,
-                length=32,
-            ),
-            nullable=False,
-        ),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("non_negative", sa.Boolean(), nullable=False),
         sa.Column("balance", sa.BigInteger(), nullable=False),
         sa.Column("opened_seq", sa.BigInteger(), nullable=False),
         sa.Column("last_seq", sa.BigInteger(), nullable=False),
-        sa.CheckConstraint(
-            "NOT non_negative OR balance >= 0", name=op.f("ck_accounts_non_negative")
-        ),
+        sa.CheckConstraint("balance >= 0", name=op.f("ck_accounts_non_negative")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("code", name=op.f("uq_accounts_code")),
     )
-    op.create_index(op.f("ix_accounts_kind"), "accounts", ["kind"])
-
     op.create_table(
         "log_entries",
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -167,18 +191,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_log_entries")),
     )
     op.create_index(op.f("ix_log_entries_time"), "log_entries", ["time"])
-
-    log_head = op.create_table(
-        "log_head",
-        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("size", sa.BigInteger(), nullable=False),
-        sa.Column("head_hash", sa.LargeBinary(length=32), nullable=False),
-        sa.Column("last_time", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint("id = 1", name=op.f("ck_log_head_single_row")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_log_head")),
-    )
-    op.bulk_insert(log_head, [{"id": 1, "size": 0, "head_hash": bytes(32), "last_time": None}])
-
     op.create_table(
         "postings",
         sa.Column("id", BigIntPK, nullable=False),
@@ -201,6 +213,16 @@ def upgrade() -> None:
     )
     op.create_index("ix_postings_account_id_seq", "postings", ["account_id", "seq"])
     op.create_index(op.f("ix_postings_seq"), "postings", ["seq"])
+    op.create_table(
+        "personal_data",
+        sa.Column("subject_id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=True),
+        sa.Column("phone", sa.String(length=32), nullable=True),
+        sa.Column("salt", sa.LargeBinary(length=16), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("subject_id", name=op.f("pk_personal_data")),
+    )
 
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":
