@@ -2,10 +2,10 @@
 
 SQLite: WAL journal so readers never block the writer, foreign keys on, and every write transaction
 opened with ``BEGIN IMMEDIATE`` so that it holds the database's single write lock from its first
-statement. That is SQLite's form of the log-head lock: no writer can read state, decide, and then be
+statement. That is SQLite's form of the log lock: no writer can read state, decide, and then be
 overtaken by another writer. Read-only sessions open a deferred transaction instead.
 
-PostgreSQL (psycopg 3): READ COMMITTED, and writers serialize on a row lock of the log head
+PostgreSQL (psycopg 3): READ COMMITTED (pinned), and writers serialize on the log's advisory lock
 (``ledger.log.EventLog.lock``), taken before they read anything they will decide on.
 """
 

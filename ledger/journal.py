@@ -1,6 +1,6 @@
 """The double-entry journal: balanced postings and the balances they move.
 
-The journal is always driven by the event log (``ledger.log``), which holds the log-head lock while a
+The journal is always driven by the event log (``ledger.log``), which holds the log lock while a
 batch of entries is prepared. Under that lock the journal loads every account the batch touches
 (PostgreSQL: ``FOR UPDATE`` in id order, so lock order is fixed), applies each entry in memory,
 refuses an entry that would take a non-negative account below zero, and finally writes accounts,

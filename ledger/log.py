@@ -5,10 +5,11 @@ Every state change is one entry. An entry's body is the RFC 8785 canonical JSON 
 is also the RFC 6962 leaf hash, so a Merkle tree can be built over the stored hashes unchanged. The
 body is stored byte for byte: verification hashes what was hashed, without re-encoding.
 
-Writers serialize on the log head: ``EventLog.lock`` must be the first thing a write transaction does
-(PostgreSQL row lock; on SQLite the ``BEGIN IMMEDIATE`` of every write session already holds the
-database write lock). Postings, balances, entries and the new head are then written in the same
-transaction, so they commit together or not at all.
+Writers serialize on the log lock: ``EventLog.lock`` must be the first thing a write transaction does
+(PostgreSQL: a transaction advisory lock that the database triggers take too; on SQLite the
+``BEGIN IMMEDIATE`` of every write session already holds the database write lock). Postings,
+balances and entries are then written in the same transaction, so they commit together or not at
+all. The head is the last entry; there is no separate head record to tamper with.
 """
 
 from __future__ import annotations
