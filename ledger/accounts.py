@@ -68,7 +68,11 @@ class AccountKind(StrEnum):
     REFUND_PAYABLE = "refund_payable"
     """Approved refunds waiting for the bank to pay parents."""
     ADVANCE = "advance"
-    """Cost pre-allocations released up front that the institution still owes back."""
+    """Cost pre-allocations released up front, to be repaid by lessons still to be delivered."""
+    ADVANCE_DUE = "advance_due"
+    """Advance for lessons that will never be delivered (refunded, transferred): owed back now."""
+    RISK_DEPOSIT = "risk_deposit"
+    """The institution's risk deposit (风险保证金) lodged in escrow; owed to it, drawn on shortfalls."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,12 @@ CHART: dict[AccountKind, AccountClass] = {
         AccountType.LIABILITY, OwnerKind.INSTITUTION, non_negative=True
     ),
     AccountKind.ADVANCE: AccountClass(AccountType.ASSET, OwnerKind.INSTITUTION, non_negative=True),
+    AccountKind.ADVANCE_DUE: AccountClass(
+        AccountType.ASSET, OwnerKind.INSTITUTION, non_negative=True
+    ),
+    AccountKind.RISK_DEPOSIT: AccountClass(
+        AccountType.LIABILITY, OwnerKind.INSTITUTION, non_negative=True
+    ),
 }
 
 OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -14,12 +14,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import keys, schema
+from ledger.calendar import WorkingCalendar
 from ledger.clock import Clock, SystemClock
 from ledger.config import Settings
 from ledger.db import make_engine, session_factory, transaction
 from ledger.errors import LogKeyMismatch
+from ledger.escrow.context import Context
 from ledger.log import Appended, Event, EventLog
 from ledger.models import LogEntry
+from ledger.policy import PolicyBook
 
 GENESIS_TYPE = "log.opened"
 
@@ -70,28 +73,34 @@ class Ledger:
     engine: Engine
     key: keys.LogKey
     clock: Clock
+    policies: PolicyBook
+    """Regional policy profiles; the default one is loaded (and validated) at start."""
     sessions: sessionmaker[Session] = field(init=False)
     """Write sessions (SQLite: ``BEGIN IMMEDIATE``)."""
     readers: sessionmaker[Session] = field(init=False)
     """Read-only sessions (SQLite: deferred, never blocking the writer)."""
     log: EventLog = field(init=False)
+    escrow: Context = field(init=False)
+    """What every escrow operation needs besides its session."""
 
     def __post_init__(self) -> None:
         self.sessions = session_factory(self.engine)
         self.readers = session_factory(self.engine, read_only=True)
         self.log = EventLog(self.clock)
+        self.escrow = Context(self.log, self.policies, WorkingCalendar(), self.settings.zone)
 
     @classmethod
     def open(
         cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True
     ) -> Ledger:
         """Connect, bring the schema to head (unless told not to), load the key, ensure genesis."""
+        policies = PolicyBook(settings.policy_profile)  # a broken profile stops the start here
         engine = make_engine(settings.database_url)
         try:
             if migrate:
                 schema.upgrade(engine)
             key = keys.load_or_create(settings.key_dir, settings.log_name)
-            ledger = cls(settings, engine, key, clock or SystemClock())
+            ledger = cls(settings, engine, key, clock or SystemClock(), policies)
             with transaction(ledger.sessions) as session:
                 ensure_genesis(session, ledger.log, key)
         except BaseException:

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import logging.config
+from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy import Connection
 
+import ledger.entities  # noqa: F401 - registers the escrow tables on the metadata
 from ledger.config import Settings
 from ledger.db import make_engine
-from ledger.models import Base
+from ledger.models import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def _render_item(type_: str, obj: Any, _context: Any) -> str | Literal[False]:
+    """Write app-specific column types as the plain types they store, so migrations never import
+    application code that may change after they were written."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 def _run(connection: Connection) -> None:
@@ -22,6 +32,7 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        render_item=_render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -15,6 +15,7 @@ from ledger import keys
 from ledger.clock import SystemClock
 from ledger.config import Settings
 from ledger.db import make_engine
+from ledger.policy import PolicyBook
 from ledger.runtime import Ledger
 
 
@@ -41,7 +42,9 @@ def test_readyz_reports_the_schema_and_log_size(client: TestClient) -> None:
 def test_readyz_is_a_503_problem_when_the_schema_is_behind(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}", key_dir=tmp_path / "k")
     key = keys.load_or_create(settings.key_dir, settings.log_name)
-    unmigrated = Ledger(settings, make_engine(settings.database_url), key, SystemClock())
+    unmigrated = Ledger(
+        settings, make_engine(settings.database_url), key, SystemClock(), PolicyBook("national")
+    )
     try:
         with TestClient(create_app(unmigrated)) as client:
             response = client.get("/readyz")

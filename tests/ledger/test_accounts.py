@@ -25,7 +25,7 @@ def test_assets_grow_on_the_debit_side_and_liabilities_on_the_credit_side() -> N
 
 def test_escrow_cash_and_advances_are_assets_the_rest_liabilities() -> None:
     assets = {kind for kind, cls in CHART.items() if cls.type is AccountType.ASSET}
-    assert assets == {AccountKind.ESCROW, AccountKind.ADVANCE}
+    assert assets == {AccountKind.ESCROW, AccountKind.ADVANCE, AccountKind.ADVANCE_DUE}
 
 
 def test_a_contract_account_is_owned_by_a_contract_and_never_negative() -> None:

@@ -16,6 +16,7 @@ def test_a_fresh_database_is_at_the_head_revision(engine: Engine) -> None:
     assert schema.is_current(engine)
     tables = set(inspect(engine).get_table_names())
     assert {"accounts", "postings", "log_entries", "personal_data", "alembic_version"} <= tables
+    assert {"institutions", "contracts", "lessons", "refunds", "receipts", "transfers"} <= tables
 
 
 def test_upgrading_an_up_to_date_database_changes_nothing(engine: Engine) -> None:
@@ -23,7 +24,7 @@ def test_upgrading_an_up_to_date_database_changes_nothing(engine: Engine) -> Non
     assert schema.is_current(engine)
 
 
-def test_the_foundation_refuses_to_be_downgraded(engine: Engine) -> None:
-    with pytest.raises(RuntimeError, match="append-only by design"), engine.begin() as conn:
+def test_the_ledger_refuses_to_be_downgraded(engine: Engine) -> None:
+    with pytest.raises(RuntimeError, match="cannot be downgraded"), engine.begin() as conn:
         command.downgrade(schema.alembic_config(conn), "base")
     assert schema.is_current(engine)

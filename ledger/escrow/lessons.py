@@ -1,0 +1,402 @@
+"""Lesson consumption (消课): reports, confirmations, disputes, and confirmation by silence.
+
+A reported lesson takes its exact share of what remains of the contract (``ledger.allocation``):
+that share leaves the contract account for ``pending``, less its share of any cost advance, which
+repays ``advance`` instead. Confirmation moves it on to ``releasable``; voiding puts it back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger.accounts import AccountKind
+from ledger.allocation import next_share
+from ledger.entities import (
+    ConfirmedBy,
+    Contract,
+    ContractStatus,
+    Institution,
+    InstitutionStatus,
+    Lesson,
+    LessonStatus,
+)
+from ledger.errors import (
+    ConfirmationWindowClosed,
+    ContractNotActive,
+    InstitutionNotActive,
+    InvalidRequest,
+    LessonBeforeStart,
+    LessonInFuture,
+    LessonNotOpen,
+    LessonRefConflict,
+    NoLessonsLeft,
+    NotFound,
+)
+from ledger.escrow import scope
+from ledger.escrow.context import Context
+from ledger.escrow.contracts import contract_account, institution_account
+from ledger.escrow.parties import new_id
+from ledger.journal import Posting, balance
+from ledger.log import Event, format_time
+from ledger.money import Money
+
+MAX_BATCH = 1_000
+AUTO_CONFIRM_CHUNK = 5_000
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class LessonReport:
+    """One delivered lesson as the institution reports it."""
+
+    contract_id: str
+    ref: str
+    delivered_at: datetime
+    teacher_id: str
+
+
+def _check_report(report: LessonReport) -> None:
+    if not _REF.match(report.ref):
+        raise InvalidRequest(f"lesson id {report.ref!r}: 1-64 letters, digits or _.:-")
+    if not _REF.match(report.teacher_id):
+        raise InvalidRequest(f"teacher id {report.teacher_id!r}: 1-64 letters, digits or _.:-")
+    if report.delivered_at.tzinfo is None:
+        raise InvalidRequest("delivered_at must carry a time zone")
+
+
+def _same(lesson: Lesson, report: LessonReport) -> bool:
+    return (lesson.contract_id, lesson.delivered_at, lesson.teacher_id) == (
+        report.contract_id,
+        report.delivered_at,
+        report.teacher_id,
+    )
+
+
+def _active_institution(institution: Institution) -> None:
+    if institution.status is not InstitutionStatus.ACTIVE:
+        raise InstitutionNotActive(
+            f"{institution.id} is {institution.status.value}: it may not report lessons"
+        )
+
+
+@dataclass(slots=True)
+class _Running:
+    """A contract's remaining value and advance while a batch is cut from it."""
+
+    contract: Contract
+    value: int
+    advance: int
+
+
+def report_lessons(
+    session: Session, ctx: Context, *, institution_id: str, reports: Sequence[LessonReport]
+) -> list[Lesson]:
+    """Record delivered lessons, all or none; a lesson id already reported is returned as it was.
+
+    Refused for a frozen (or closing) institution, an unpaid or ended contract, a contract with no
+    lessons left, and a lesson in the future or before the course started.
+    """
+    if not reports:
+        return []
+    if len(reports) > MAX_BATCH:
+        raise InvalidRequest(f"at most {MAX_BATCH} lessons per batch, got {len(reports)}")
+    for report in reports:
+        _check_report(report)
+    ctx.lock(session)
+    institution = scope.institution(session, institution_id)
+    _active_institution(institution)
+    now = ctx.now()
+    refs = {r.ref for r in reports}
+    existing = {
+        lesson.ref: lesson
+        for lesson in session.scalars(
+            select(Lesson).where(Lesson.institution_id == institution_id, Lesson.ref.in_(refs))
+        )
+    }
+    contract_ids = {r.contract_id for r in reports}
+    contracts = {
+        c.id: c
+        for c in session.scalars(
+            select(Contract).where(
+                Contract.id.in_(contract_ids), Contract.institution_id == institution_id
+            )
+        )
+    }
+    running: dict[str, _Running] = {}
+    results: list[Lesson] = []
+    new: list[Lesson] = []
+    events: list[Event] = []
+    for report in reports:
+        known = existing.get(report.ref)
+        if known is not None:
+            if not _same(known, report):
+                raise LessonRefConflict(
+                    f"lesson id {report.ref} was already used for another lesson",
+                    lesson=known.id,
+                )
+            results.append(known)
+            continue
+        contract = contracts.get(report.contract_id)
+        if contract is None:
+            raise NotFound(f"no contract {report.contract_id}")
+        if contract.status is not ContractStatus.ACTIVE:
+            raise ContractNotActive(
+                f"{contract.id} is {contract.status.value}; lessons are reported on paid contracts"
+            )
+        if contract.lessons_available <= 0:
+            raise NoLessonsLeft(
+                f"{contract.id} has no lessons left to report "
+                f"({contract.lessons_delivered} delivered, {contract.lessons_refunded} refunded, "
+                f"{contract.lessons_reserved} reserved by refund requests)"
+            )
+        if report.delivered_at > now:
+            raise LessonInFuture(
+                f"delivered at {format_time(report.delivered_at)}, after now ({format_time(now)})"
+            )
+        if ctx.local_date(report.delivered_at) < contract.start_date:
+            raise LessonBeforeStart(
+                f"delivered {ctx.local_date(report.delivered_at)}; the course starts "
+                f"{contract.start_date}"
+            )
+        state = running.get(contract.id)
+        if state is None:
+            state = _Running(
+                contract,
+                balance(session, contract_account(contract.id)).amount,
+                contract.advance_remaining_fen,
+            )
+            running[contract.id] = state
+        remaining_lessons = contract.lessons_remaining
+        price = next_share(state.value, remaining_lessons)
+        advance = next_share(state.advance, remaining_lessons) if state.advance else 0
+        state.value -= price
+        state.advance -= advance
+        contract.lessons_delivered += 1
+        contract.advance_remaining_fen = state.advance
+        if contract.lessons_remaining == 0:
+            contract.status = ContractStatus.COMPLETED
+        policy = ctx.policy(contract.policy)
+        lesson = Lesson(
+            id=new_id("les"),
+            institution_id=institution_id,
+            ref=report.ref,
+            contract_id=contract.id,
+            delivered_at=report.delivered_at,
+            teacher_id=report.teacher_id,
+            price_fen=price,
+            advance_fen=advance,
+            status=LessonStatus.REPORTED,
+            confirm_by=ctx.deadline(now, policy.confirmation_window),
+            reported_seq=-1,
+        )
+        existing[report.ref] = lesson
+        new.append(lesson)
+        results.append(lesson)
+        postings = [
+            Posting.debit(contract_account(contract.id), Money(price)),
+            Posting.credit(
+                institution_account(AccountKind.PENDING, institution_id), Money(price - advance)
+            ),
+        ]
+        if advance:
+            postings.append(
+                Posting.credit(
+                    institution_account(AccountKind.ADVANCE, institution_id), Money(advance)
+                )
+            )
+        events.append(
+            Event(
+                "lesson.reported",
+                f"institution:{institution_id}",
+                {
+                    "lesson": lesson.id,
+                    "ref": report.ref,
+                    "contract": contract.id,
+                    "institution": institution_id,
+                    "delivered_at": format_time(report.delivered_at),
+                    "teacher": report.teacher_id,
+                    "price": price,
+                    "advance": advance,
+                    "confirm_by": format_time(lesson.confirm_by),
+                },
+                # the price is never 0: a contract's value covers every lesson at >= 1 fen
+                tuple(p for p in postings if p.amount.amount),
+            )
+        )
+    for lesson, appended in zip(new, ctx.log.append_many(session, events), strict=True):
+        lesson.reported_seq = appended.seq
+    session.add_all(new)
+    session.flush()
+    return results
+
+
+def _release_postings(lesson: Lesson) -> list[Posting]:
+    if not lesson.pending_fen:
+        return []
+    amount = Money(lesson.pending_fen)
+    return [
+        Posting.debit(institution_account(AccountKind.PENDING, lesson.institution_id), amount),
+        Posting.credit(institution_account(AccountKind.RELEASABLE, lesson.institution_id), amount),
+    ]
+
+
+def _confirm(session: Session, ctx: Context, lesson: Lesson, by: ConfirmedBy, actor: str) -> Event:
+    lesson.status = LessonStatus.CONFIRMED
+    lesson.confirmed_by = by
+    return Event(
+        "lesson.confirmed",
+        actor,
+        {
+            "lesson": lesson.id,
+            "contract": lesson.contract_id,
+            "institution": lesson.institution_id,
+            "by": by.value,
+            "releasable": lesson.pending_fen,
+        },
+        tuple(_release_postings(lesson)),
+    )
+
+
+def confirm_lesson(session: Session, ctx: Context, *, parent_id: str, lesson_id: str) -> Lesson:
+    """The parent confirms a lesson (also one they disputed): it becomes releasable."""
+    ctx.lock(session)
+    lesson, _contract = scope.lesson_of_parent(session, parent_id, lesson_id)
+    if lesson.status not in (LessonStatus.REPORTED, LessonStatus.DISPUTED):
+        raise LessonNotOpen(f"{lesson.id} is {lesson.status.value}")
+    event = _confirm(session, ctx, lesson, ConfirmedBy.PARENT, f"parent:{parent_id}")
+    lesson.decided_seq = ctx.log.append(session, event).seq
+    session.flush()
+    return lesson
+
+
+def dispute_lesson(
+    session: Session, ctx: Context, *, parent_id: str, lesson_id: str, reason: str
+) -> Lesson:
+    """The parent disputes a lesson within the window; its money stays pending until resolved."""
+    ctx.lock(session)
+    lesson, _contract = scope.lesson_of_parent(session, parent_id, lesson_id)
+    if lesson.status is not LessonStatus.REPORTED:
+        raise LessonNotOpen(
+            f"{lesson.id} is {lesson.status.value}; only a reported lesson can be disputed"
+        )
+    if ctx.now() >= lesson.confirm_by:
+        raise ConfirmationWindowClosed(
+            f"the window to dispute {lesson.id} closed at {format_time(lesson.confirm_by)}"
+        )
+    reason = reason.strip()
+    if not reason or len(reason) > 500:
+        raise InvalidRequest("a dispute needs a reason of 1-500 characters")
+    ctx.record(
+        session,
+        "lesson.disputed",
+        f"parent:{parent_id}",
+        {"lesson": lesson.id, "contract": lesson.contract_id, "reason": reason},
+    )
+    lesson.status = LessonStatus.DISPUTED
+    lesson.dispute_reason = reason
+    session.flush()
+    return lesson
+
+
+def _void(session: Session, ctx: Context, lesson: Lesson, actor: str, why: str) -> None:
+    """Undo a lesson: its share goes back to the contract (and its advance share to advance)."""
+    contract = session.get(Contract, lesson.contract_id)
+    assert contract is not None
+    postings = [
+        Posting.credit(contract_account(contract.id), Money(lesson.price_fen)),
+        Posting.debit(
+            institution_account(AccountKind.PENDING, lesson.institution_id),
+            Money(lesson.pending_fen),
+        ),
+    ]
+    if lesson.advance_fen:
+        postings.append(
+            Posting.debit(
+                institution_account(AccountKind.ADVANCE, lesson.institution_id),
+                Money(lesson.advance_fen),
+            )
+        )
+    lesson.decided_seq = ctx.record(
+        session,
+        "lesson.voided",
+        actor,
+        {"lesson": lesson.id, "contract": contract.id, "why": why, "returned": lesson.price_fen},
+        [p for p in postings if p.amount.amount],
+    ).seq
+    lesson.status = LessonStatus.VOIDED
+    contract.lessons_delivered -= 1
+    contract.advance_remaining_fen += lesson.advance_fen
+    if contract.status is ContractStatus.COMPLETED:
+        contract.status = ContractStatus.ACTIVE
+
+
+def withdraw_lesson(
+    session: Session, ctx: Context, *, institution_id: str, lesson_id: str
+) -> Lesson:
+    """The institution withdraws a disputed lesson: its money goes back to the contract."""
+    ctx.lock(session)
+    lesson = scope.lesson_of_institution(session, institution_id, lesson_id)
+    if lesson.status is not LessonStatus.DISPUTED:
+        raise LessonNotOpen(
+            f"{lesson.id} is {lesson.status.value}; only a disputed lesson can be withdrawn"
+        )
+    _void(session, ctx, lesson, f"institution:{institution_id}", "withdrawn")
+    session.flush()
+    return lesson
+
+
+def resolve_dispute(
+    session: Session,
+    ctx: Context,
+    *,
+    regulator_id: str,
+    lesson_id: str,
+    for_institution: bool,
+    note: str,
+) -> Lesson:
+    """A regulator settles a dispute: confirmed for the institution, or voided for the parent."""
+    ctx.lock(session)
+    lesson = session.get(Lesson, lesson_id)
+    if lesson is None:
+        raise NotFound(f"no lesson {lesson_id}")
+    scope.institution_for_regulator(session, regulator_id, lesson.institution_id)
+    if lesson.status is not LessonStatus.DISPUTED:
+        raise LessonNotOpen(f"{lesson.id} is {lesson.status.value}; it is not disputed")
+    actor = f"regulator:{regulator_id}"
+    if for_institution:
+        event = _confirm(session, ctx, lesson, ConfirmedBy.REGULATOR, actor)
+        lesson.decided_seq = ctx.log.append(
+            session, Event(event.type, actor, {**event.payload, "note": note}, event.postings)
+        ).seq
+    else:
+        _void(session, ctx, lesson, actor, f"resolved for the parent: {note}")
+    session.flush()
+    return lesson
+
+
+def auto_confirm(session: Session, ctx: Context, *, limit: int = AUTO_CONFIRM_CHUNK) -> int:
+    """Confirm, by silence, every reported lesson whose window has passed; returns how many.
+
+    Idempotent: a lesson confirmed once is no longer ``reported``. Run again while it returns
+    ``limit`` to work through a backlog in bounded transactions.
+    """
+    ctx.lock(session)
+    due = list(
+        session.scalars(
+            select(Lesson)
+            .where(Lesson.status == LessonStatus.REPORTED, Lesson.confirm_by <= ctx.now())
+            .order_by(Lesson.confirm_by, Lesson.id)
+            .limit(limit)
+        )
+    )
+    events = [_confirm(session, ctx, lesson, ConfirmedBy.SILENCE, "system") for lesson in due]
+    for lesson, appended in zip(due, ctx.log.append_many(session, events), strict=True):
+        lesson.decided_seq = appended.seq
+    session.flush()
+    return len(due)

@@ -1,0 +1,130 @@
+"""Read side: what parents, institutions, banks and regulators look at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, literal, select
+from sqlalchemy.orm import Session
+
+from ledger.accounts import CHART, AccountCode, AccountKind, OwnerKind
+from ledger.entities import Contract, Lesson, Refund
+from ledger.escrow.contracts import contract_account, institution_account
+from ledger.journal import balance
+from ledger.models import Account, LogEntry, Posting
+from ledger.money import Money
+
+INSTITUTION_KINDS = tuple(k for k, c in CHART.items() if c.owner is OwnerKind.INSTITUTION)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSummary:
+    """A contract with what is left of it."""
+
+    contract: Contract
+    lessons_remaining: int
+    value_remaining: Money
+
+
+def summaries(session: Session, contracts: list[Contract]) -> list[ContractSummary]:
+    values = _contract_balances(session, [c.id for c in contracts])
+    return [
+        ContractSummary(c, c.lessons_remaining, Money(values.get(c.id, 0), c.currency))
+        for c in contracts
+    ]
+
+
+def _contract_balances(session: Session, contract_ids: list[str]) -> dict[str, int]:
+    if not contract_ids:
+        return {}
+    rows = session.execute(
+        select(Account.code, Account.balance).where(
+            Account.code.in_([contract_account(i) for i in contract_ids])
+        )
+    )
+    return {AccountCode.parse(code).owner_id: amount for code, amount in rows}
+
+
+def parent_contracts(session: Session, parent_id: str) -> list[ContractSummary]:
+    """A parent's contracts, newest first, with remaining lessons and value."""
+    contracts = session.scalars(
+        select(Contract)
+        .where(Contract.parent_id == parent_id)
+        .order_by(Contract.created_seq.desc())
+    )
+    return summaries(session, list(contracts))
+
+
+def contract_lessons(session: Session, contract_id: str) -> list[Lesson]:
+    """Every lesson of a contract in the order it was reported, with its status."""
+    return list(
+        session.scalars(
+            select(Lesson).where(Lesson.contract_id == contract_id).order_by(Lesson.reported_seq)
+        )
+    )
+
+
+def contract_refunds(session: Session, contract_id: str) -> list[Refund]:
+    return list(
+        session.scalars(
+            select(Refund).where(Refund.contract_id == contract_id).order_by(Refund.requested_seq)
+        )
+    )
+
+
+def parent_refunds(session: Session, parent_id: str) -> list[Refund]:
+    return list(
+        session.scalars(
+            select(Refund)
+            .join(Contract, Contract.id == Refund.contract_id)
+            .where(Contract.parent_id == parent_id)
+            .order_by(Refund.requested_seq.desc())
+        )
+    )
+
+
+def institution_liability(session: Session, institution_id: str) -> Money:
+    """学生余量: the value of every undelivered lesson the institution still owes its parents."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(Account.balance), 0))
+        .select_from(Contract)
+        .join(Account, Account.code == literal("contract:") + Contract.id)
+        .where(Contract.institution_id == institution_id)
+    )
+    return Money(int(total or 0))
+
+
+def institution_accounts(session: Session, institution_id: str) -> dict[AccountKind, Money]:
+    """Every institution-level account of the money flow, zero where never used."""
+    return {
+        kind: balance(session, institution_account(kind, institution_id))
+        for kind in INSTITUTION_KINDS
+    }
+
+
+def seq_at(session: Session, at: datetime) -> int:
+    """The last seq appended at or before ``at`` (-1 if none); times never go backwards."""
+    found = session.scalar(select(func.max(LogEntry.seq)).where(LogEntry.time <= at))
+    return -1 if found is None else int(found)
+
+
+def balance_as_of(
+    session: Session, code: str, *, seq: int | None = None, at: datetime | None = None
+) -> Money:
+    """An account's normal-side balance after entry ``seq`` (or after the last entry at ``at``)."""
+    if (seq is None) == (at is None):
+        raise ValueError("give exactly one of seq or at")
+    bound = seq if seq is not None else seq_at(session, at)  # type: ignore[arg-type]
+    parsed = AccountCode.parse(code)
+    row = session.execute(
+        select(Account.id, Account.currency).where(Account.code == code)
+    ).one_or_none()
+    if row is None:
+        return Money.zero()
+    total = session.scalar(
+        select(func.coalesce(func.sum(Posting.amount), 0)).where(
+            Posting.account_id == row.id, Posting.seq <= bound
+        )
+    )
+    return Money(parsed.cls.type.normal_side.sign * int(total or 0), row.currency)
