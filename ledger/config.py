@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     """Zone of business dates, settlement cut-offs and working days; stored times are UTC."""
     policy_profile: str = "national"
-    """Name of the regional policy profile (limits, windows, settlement lag)."""
+    """Name of the default regional policy profile (limits, windows, settlement lag)."""
+    policy_dir: Path | None = None
+    """A folder of the deployment's own ``<name>.toml`` profiles, searched before the shipped ones."""
 
     @field_validator("database_url")
     @classmethod

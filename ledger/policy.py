@@ -125,8 +125,13 @@ def load_profile(name: str, directory: Path | None = None) -> Policy:
 class PolicyBook:
     """The loaded profiles of one deployment, each read once; the default is checked at start-up."""
 
-    def __init__(self, default: str, directory: Path | None = None) -> None:
+    def __init__(
+        self, default: str, directory: Path | None = None, *, extra: Path | None = None
+    ) -> None:
         self._directory = directory
+        # A deployment's own profiles (ESCROW_POLICY_DIR) are searched first, so a region can add
+        # its profile, or set a value the shipped one leaves open, without editing the package.
+        self._extra = extra
         self._lock = threading.Lock()
         self._cache: dict[str, Policy] = {}
         self._default_name = default
@@ -139,7 +144,8 @@ class PolicyBook:
         with self._lock:
             cached = self._cache.get(key)
             if cached is None:
-                cached = load_profile(key, self._directory)
+                local = self._extra is not None and (self._extra / f"{key}.toml").is_file()
+                cached = load_profile(key, self._extra if local else self._directory)
                 self._cache[key] = cached
             return cached
 

@@ -94,7 +94,8 @@ class Ledger:
         cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True
     ) -> Ledger:
         """Connect, bring the schema to head (unless told not to), load the key, ensure genesis."""
-        policies = PolicyBook(settings.policy_profile)  # a broken profile stops the start here
+        # A broken default profile stops the start here, before any money is taken.
+        policies = PolicyBook(settings.policy_profile, extra=settings.policy_dir)
         engine = make_engine(settings.database_url)
         try:
             if migrate:

@@ -136,7 +136,7 @@ def create_contract(session: Session, ctx: Context, *, parent_id: str, terms: Te
     )
     rules.check_charge(policy, charge)
     packages = open_packages(session, terms.student_id, institution.id)
-    rules.check_balance(policy, charge, packages)
+    rules.check_balance(policy, charge, packages, ctx.today())
     rules.check_collection(policy, charge, ctx.today(), packages)
 
     contract = Contract(

@@ -119,10 +119,14 @@ def check_price_cap(policy: Policy, charge: Charge) -> None:
         )
 
 
-def check_balance(policy: Policy, charge: Charge, open_packages: Iterable[OpenPackage]) -> None:
+def check_balance(
+    policy: Policy, charge: Charge, open_packages: Iterable[OpenPackage], today: date
+) -> None:
     """The student's undelivered balance at the institution after the charge stays within limits.
 
-    This is what stops one large charge being split into several small ones.
+    This is what stops one large charge being split into several small ones. The period counts
+    from today (or the first start, if later) to the last end: prepaid lessons may reach at most
+    that many months ahead.
     """
     packages = list(open_packages)
     amount = charge.amount_fen + sum(p.value_remaining_fen for p in packages)
@@ -145,7 +149,7 @@ def check_balance(policy: Policy, charge: Charge, open_packages: Iterable[OpenPa
             value=lessons,
             profile=policy.name,
         )
-    first = min([charge.start, *(p.start for p in packages)])
+    first = max(today, min([charge.start, *(p.start for p in packages)]))
     last = max([charge.end, *(p.end for p in packages)])
     last_allowed = add_months(first, policy.balance_max_months) - _ONE_DAY
     if last > last_allowed:
