@@ -18,6 +18,8 @@ from tests.escrow.world import LESSON, World, shanghai
 def pay_out_releasable(world: World, institution: str) -> int:
     """What settlement and the bank's payout will do: releasable -> payable -> out of escrow."""
     amount = world.acct(AccountKind.RELEASABLE, institution)
+    if not amount:
+        return 0
     releasable = institution_account(AccountKind.RELEASABLE, institution)
     payable = institution_account(AccountKind.PAYABLE, institution)
     escrow = institution_account(AccountKind.ESCROW, institution)

@@ -1,0 +1,271 @@
+"""Property: any sequence of escrow operations keeps invariants 1-6, whatever is refused.
+
+A Hypothesis state machine plays parents, institutions, banks and regulators on two institutions:
+one under the national profile (no advance) and one under a 7.5% cost advance, so that shares do
+not divide evenly. Every operation either succeeds or is refused with a LedgerError that changed
+nothing (the log did not grow); any other exception is a bug. After every step the whole chain is
+verified and invariants 3-5 are checked.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from sqlalchemy import func, select
+
+from ledger.entities import Contract, Lesson, Refund
+from ledger.errors import LedgerError
+from ledger.escrow import contracts, lessons, parties, refunds, supervision
+from ledger.escrow.contracts import Terms
+from ledger.escrow.lessons import LessonReport
+from ledger.models import LogEntry
+from ledger.runtime import Ledger
+from tests.escrow.test_refunds import pay_out_releasable
+from tests.escrow.world import World
+
+prices = st.sampled_from([1, 7, 99, 14_995, 14_999, 15_000, 33_333])
+_REFS = itertools.count()
+
+
+class EscrowMachine(RuleBasedStateMachine):
+    world: World
+
+    contracts = Bundle("contracts")
+    lessons = Bundle("lessons")
+    refunds = Bundle("refunds")
+
+    def __init__(self) -> None:
+        super().__init__()
+        w = self.world
+        # Examples share one database: each gets its own institutions and family.
+        self.institutions = [w.institution("national"), w.institution("advance")]
+        self.parent = w.do(parties.register_parent, name="P", phone=None, actor="admin:t").id
+        self.student = w.do(
+            parties.register_student, parent_id=self.parent, name="S", actor="admin:t"
+        ).id
+
+        self.frozen = ""
+        self.freezes = 0
+
+    def ref(self, prefix: str) -> str:
+        return f"{prefix}{next(_REFS)}"
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _size(self) -> int:
+        with self.world.read() as session:
+            return int(session.scalar(select(func.count()).select_from(LogEntry)) or 0)
+
+    def attempt(self, operation, **kwargs):  # type: ignore[no-untyped-def]
+        """Run an operation; a refusal must be a LedgerError that left the log as it was."""
+        before = self._size()
+        try:
+            result = self.world.do(operation, **kwargs)
+        except LedgerError as error:
+            assert self._size() == before, f"{operation.__name__} was refused but wrote to the log"
+            event(f"{operation.__name__}: refused ({error.code})")
+            return None
+        event(f"{operation.__name__}: done")
+        return result
+
+    # --- parents and banks ----------------------------------------------------------------------
+
+    @rule(
+        target=contracts,
+        institution=st.integers(0, 1),
+        lessons_=st.integers(1, 12),
+        price=prices,
+        starts_in=st.integers(-10, 3),
+        pay_now=st.booleans(),
+    )
+    def sign(
+        self, institution: int, lessons_: int, price: int, starts_in: int, pay_now: bool
+    ) -> str:
+        w = self.world
+        start = w.ctx.today() + timedelta(days=starts_in)
+        created = self.attempt(
+            contracts.create_contract,
+            parent_id=self.parent,
+            terms=Terms(
+                institution_id=self.institutions[institution],
+                student_id=self.student,
+                subject=f"s{lessons_ % 3}",
+                course_name="course",
+                lessons=lessons_,
+                unit_price_fen=price,
+                start_date=start,
+                end_date=start + timedelta(days=60),
+            ),
+        )
+        if created is None:
+            return "ctr_refused"
+        if pay_now:  # most contracts are paid at once, so that later steps have money to move
+            self.pay(created.id)
+        return created.id
+
+    @rule(contract=contracts)
+    def pay_later(self, contract: str) -> None:
+        self.pay(contract)
+
+    def pay(self, contract: str) -> None:
+        with self.world.read() as session:
+            found = session.get(Contract, contract)
+            amount = found.total_fen if found else 1
+        self.attempt(
+            contracts.book_receipt,
+            bank_id=self.world.bank,
+            contract_id=contract,
+            amount_fen=amount,
+            bank_reference=self.ref("P"),
+            payer="parent",
+        )
+
+    # --- institutions ---------------------------------------------------------------------------
+
+    @rule(target=lessons, contract=contracts, count=st.integers(1, 3))
+    def report(self, contract: str, count: int) -> str:
+        with self.world.read() as session:
+            found = session.get(Contract, contract)
+            institution = found.institution_id if found else self.institutions[0]
+        batch = []
+        for _ in range(count):
+            batch.append(LessonReport(contract, self.ref("R"), self.world.now(), "t"))
+        reported = self.attempt(lessons.report_lessons, institution_id=institution, reports=batch)
+        return reported[0].id if reported else "les_refused"
+
+    @rule(lesson=lessons)
+    def confirm(self, lesson: str) -> None:
+        self.attempt(lessons.confirm_lesson, parent_id=self.parent, lesson_id=lesson)
+
+    @rule(lesson=lessons)
+    def dispute(self, lesson: str) -> None:
+        self.attempt(lessons.dispute_lesson, parent_id=self.parent, lesson_id=lesson, reason="no")
+
+    @rule(lesson=lessons)
+    def withdraw(self, lesson: str) -> None:
+        with self.world.read() as session:
+            found = session.get(Lesson, lesson)
+        if found is not None:
+            self.attempt(
+                lessons.withdraw_lesson, institution_id=found.institution_id, lesson_id=lesson
+            )
+
+    @rule(lesson=lessons, for_institution=st.booleans())
+    def resolve(self, lesson: str, for_institution: bool) -> None:
+        self.attempt(
+            lessons.resolve_dispute,
+            regulator_id=self.world.regulator,
+            lesson_id=lesson,
+            for_institution=for_institution,
+            note="resolved",
+        )
+
+    # --- refunds --------------------------------------------------------------------------------
+
+    @rule(target=refunds, contract=contracts, count=st.none() | st.integers(1, 4))
+    def ask_refund(self, contract: str, count: int | None) -> str:
+        made = self.attempt(
+            refunds.request_refund, parent_id=self.parent, contract_id=contract, lessons=count
+        )
+        return made.id if made is not None else "rfd_refused"
+
+    @rule(refund=refunds, yes=st.booleans())
+    def answer(self, refund: str, yes: bool) -> None:
+        with self.world.read() as session:
+            found = session.get(Refund, refund)
+        if found is None:
+            return
+        if yes:
+            self.attempt(
+                refunds.approve_refund, institution_id=found.institution_id, refund_id=refund
+            )
+        else:
+            self.attempt(
+                refunds.reject_refund,
+                institution_id=found.institution_id,
+                refund_id=refund,
+                reason="no",
+            )
+
+    @rule(contract=contracts, count=st.none() | st.integers(1, 3))
+    def force(self, contract: str, count: int | None) -> None:
+        self.attempt(
+            refunds.force_refund,
+            regulator_id=self.world.regulator,
+            contract_id=contract,
+            lessons=count,
+            reason="ordered",
+        )
+
+    @rule(refund=consumes(refunds))
+    def bank_pays_refund(self, refund: str) -> None:
+        self.attempt(
+            refunds.pay_refund,
+            bank_id=self.world.bank,
+            refund_id=refund,
+            bank_reference=self.ref("F"),
+        )
+
+    # --- time, settlement and regulators --------------------------------------------------------
+
+    @rule(days=st.integers(0, 12))
+    def time_passes(self, days: int) -> None:
+        self.world.advance_clock(days=days, hours=1)
+        self.world.do(lessons.auto_confirm)
+        self.world.do(refunds.auto_approve_refunds)
+
+    @rule(institution=st.integers(0, 1))
+    def settle_and_pay_out(self, institution: int) -> None:
+        pay_out_releasable(self.world, self.institutions[institution])
+
+    @precondition(lambda self: not self.frozen and self.freezes < 2)
+    @rule(institution=st.integers(0, 1))
+    def freeze(self, institution: int) -> None:
+        done = self.attempt(
+            supervision.freeze,
+            regulator_id=self.world.regulator,
+            institution_id=self.institutions[institution],
+            reason="inspection",
+        )
+        if done is not None:
+            self.frozen, self.freezes = self.institutions[institution], self.freezes + 1
+
+    @precondition(lambda self: self.frozen)
+    @rule()
+    def unfreeze(self) -> None:
+        self.attempt(
+            supervision.unfreeze,
+            regulator_id=self.world.regulator,
+            institution_id=self.frozen,
+            reason="inspection passed",
+        )
+        self.frozen = ""
+
+    @invariant()
+    def every_invariant_holds(self) -> None:
+        self.world.check()
+
+
+def test_any_sequence_of_escrow_operations_keeps_every_invariant(ledger: Ledger) -> None:
+    EscrowMachine.world = World(ledger)
+    run_state_machine_as_test(
+        EscrowMachine,
+        settings=settings(
+            max_examples=15,
+            stateful_step_count=50,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
