@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -11,13 +12,17 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
 
+from api.demo import DemoSummary, build_demo, demo_start
 from ledger import keys, schema
+from ledger.clock import ManualClock
 from ledger.config import Settings
 from ledger.db import is_sqlite, make_engine, session_factory
 from ledger.errors import LogKeyMismatch
+from ledger.models import LogEntry
+from ledger.money import Money
 from ledger.runtime import Ledger, check_key
 from ledger.verify import Report, count_entries, verify_database
 
@@ -29,8 +34,9 @@ app = typer.Typer(
 key_app = typer.Typer(help="The log's Ed25519 signing key.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Piped output (CI logs, files) gets a wide fixed width instead of rich's 80-column default.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 DatabaseUrl = Annotated[
     str | None,
@@ -49,12 +55,98 @@ def _masked(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _log_size(settings: Settings) -> int:
+    """Entries in the configured database, without creating anything (0 if there is no log yet)."""
+    url = make_url(settings.database_url)
+    if is_sqlite(url) and not Path(url.database or "").exists():
+        return 0
+    engine = make_engine(url)
+    try:
+        if not inspect(engine).has_table("log_entries"):
+            return 0
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(LogEntry)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _run_demo(settings: Settings) -> DemoSummary:
+    clock = ManualClock(demo_start(datetime.now(UTC), settings.zone))
+    err.print(
+        f"building the demo month ({clock.now():%Y-%m-%d} onwards) in "
+        f"{_masked(settings.database_url)} ..."
+    )
+    ledger = Ledger.open(settings, clock=clock)
+    try:
+        summary = build_demo(ledger, clock)
+    finally:
+        ledger.close()
+    _print_demo(summary)
+    return summary
+
+
+def _print_demo(summary: DemoSummary) -> None:
+    table = Table(
+        "institution",
+        "status",
+        "contracts",
+        "lessons",
+        "confirmed",
+        "releasable",
+        "refunds",
+        "refunded",
+        "escrow",
+        "liability",
+        title="The demo month",
+    )
+    for row in summary.institutions:
+        table.add_row(
+            row.name,
+            row.status,
+            str(row.contracts),
+            str(row.lessons),
+            str(row.confirmed),
+            str(Money(row.releasable_fen)),
+            str(row.refunds),
+            str(Money(row.refunded_fen)),
+            str(Money(row.escrow_fen)),
+            str(Money(row.liability_fen)),
+        )
+    out.print(table)
+    for refused in summary.refused:
+        out.print(f"refused at signing: {refused}")
+    out.print(f"lender payments marked for return: {summary.returned_receipts}")
+    if summary.report is not None:
+        _print_report(summary.report)
+    for problem in summary.invariant_problems:
+        out.print(f"[red]invariant broken[/red]: {problem}")
+
+
+@app.command()
+def demo(database_url: DatabaseUrl = None) -> None:
+    """Build a realistic month (3 institutions, 30 families) in an empty database, then verify it."""
+    settings = _settings(database_url)
+    size = _log_size(settings)
+    if size:
+        err.print(
+            f"[red]{_masked(settings.database_url)} already holds {size} log entries; the demo "
+            "builds a fresh database: give --database-url of an empty one "
+            "(e.g. sqlite:///./var/demo.db)[/red]"
+        )
+        raise typer.Exit(2)
+    summary = _run_demo(settings)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     database_url: DatabaseUrl = None,
     migrate: Annotated[bool, typer.Option(help="Apply pending migrations first")] = True,
+    with_demo: Annotated[
+        bool, typer.Option("--demo", help="Seed an empty database with the demo month first")
+    ] = False,
 ) -> None:
     """Start the HTTP service (migrating the database and creating the log key on first start)."""
     import uvicorn
@@ -62,6 +154,11 @@ def serve(
     from api.app import create_app
 
     settings = _settings(database_url)
+    if with_demo:
+        if _log_size(settings):
+            err.print("--demo: the database is not empty; serving it as it is, without demo data")
+        else:
+            _run_demo(settings)
     ledger = Ledger.open(settings, migrate=migrate)
     err.print(
         f"tuition-escrow listening on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
