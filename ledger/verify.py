@@ -12,7 +12,9 @@ the log in seq order, in one consistent snapshot, and for every entry checks tha
 - replaying the postings keeps every non-negative account at or above zero.
 
 At the end it compares every account row (balance, currency, first and last seq) with the account
-rebuilt from the log. Problems are reported in seq order; ``Report.ok`` is true only if there are
+rebuilt from the log, and checks the escrow invariants 3-5 of DESIGN.md (``ledger.escrow.invariants``):
+each contract adds up to its prepayment, each escrow account equals what it owes, and money left
+escrow only the lawful ways. Problems are reported in seq order; ``Report.ok`` is true only if there are
 none. Data that cannot even be decoded is reported as a problem, never raised.
 """
 
@@ -29,9 +31,11 @@ from itertools import groupby
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.orm import Session
 
 from ledger.accounts import AccountCode
 from ledger.errors import LedgerError
+from ledger.escrow.invariants import check_all
 from ledger.log import LEAF_PREFIX, ZERO_HASH, format_time
 from ledger.models import Account, LogEntry, Posting
 
@@ -67,9 +71,13 @@ class ProblemKind(StrEnum):
     """A stored balance differs from the balance rebuilt from the log."""
     ACCOUNT_MISMATCH = "account_mismatch"
     """An account row is missing, extra, or disagrees with the account rebuilt from the log."""
+    INVARIANT = "invariant"
+    """An escrow invariant of DESIGN.md (3-5) fails: a contract, an institution or an outflow."""
 
 
-_ACCOUNT_LEVEL = frozenset({ProblemKind.BALANCE_MISMATCH, ProblemKind.ACCOUNT_MISMATCH})
+_ACCOUNT_LEVEL = frozenset(
+    {ProblemKind.BALANCE_MISMATCH, ProblemKind.ACCOUNT_MISMATCH, ProblemKind.INVARIANT}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +166,13 @@ def verify_database(
     *,
     progress: Callable[[int], None] | None = None,
     max_problems: int = 100,
+    invariants: bool = True,
 ) -> Report:
-    """Replay the whole log in one consistent snapshot and report every problem found."""
+    """Replay the whole log in one consistent snapshot and report every problem found.
+
+    ``invariants=False`` skips the escrow invariants 3-5, for logs that hold bare journal entries
+    rather than escrow operations (the journal's own tests).
+    """
     started = time.perf_counter()
     options: dict[str, Any] = {"escrow_read_only": True}
     if engine.dialect.name == "postgresql":
@@ -169,6 +182,8 @@ def verify_database(
     with engine.connect().execution_options(**options) as conn, conn.begin():
         try:
             _Replay(conn, report, found, progress).run()
+            if invariants:
+                _check_invariants(conn, found)
         except _DATA_ERRORS as error:
             found.add(
                 ProblemKind.MALFORMED,
@@ -183,6 +198,12 @@ def verify_database(
     report.problems_total = found.total
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_invariants(conn: Connection, found: _Findings) -> None:
+    with Session(bind=conn) as session:
+        for problem in check_all(session):
+            found.add(ProblemKind.INVARIANT, None, problem)
 
 
 def count_entries(engine: Engine) -> int:

@@ -177,3 +177,25 @@ def test_a_transfer_needs_an_active_successor(world: World) -> None:
             to_institution_id=world.academy,
             reason="x",
         )
+
+
+def test_verify_reports_an_escrow_invariant_broken_behind_the_services_back(world: World) -> None:
+    from sqlalchemy import text
+
+    from ledger.verify import ProblemKind, verify_database
+
+    contract_id = world.paid_contract(lessons=10, unit=LESSON)
+    world.report(contract_id, 2)
+    with world.ledger.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE contracts SET lessons_delivered = 1 WHERE id = :c"), {"c": contract_id}
+        )
+    report = verify_database(world.ledger.engine)
+    assert {p.kind for p in report.problems} == {ProblemKind.INVARIANT}
+    details = " | ".join(p.detail for p in report.problems)
+    assert "2 delivered or pending + 0 refunded + 9 remaining != 10 lessons" in details
+    assert "lessons_delivered disagrees" in details
+    with world.ledger.engine.begin() as conn:  # put it back for the fixture's final check
+        conn.execute(
+            text("UPDATE contracts SET lessons_delivered = 2 WHERE id = :c"), {"c": contract_id}
+        )

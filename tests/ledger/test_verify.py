@@ -32,7 +32,7 @@ def history(ledger: Ledger) -> Ledger:
 
 
 def _verify(ledger: Ledger) -> Report:
-    return verify_database(ledger.engine)
+    return verify_database(ledger.engine, invariants=False)
 
 
 def _first(report: Report) -> tuple[ProblemKind, int | None]:
@@ -201,7 +201,7 @@ def test_text_stored_in_the_body_column_is_a_hash_mismatch(history: Ledger) -> N
 
 def test_progress_is_reported_up_to_the_number_of_entries(history: Ledger) -> None:
     seen: list[int] = []
-    report = verify_database(history.engine, progress=seen.append)
+    report = verify_database(history.engine, progress=seen.append, invariants=False)
     assert report.ok
     assert seen[-1] == report.entries == 9
 
