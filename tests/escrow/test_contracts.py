@@ -1,10 +1,12 @@
 """Contracts under the regulation rules, and the receipts that pay for them."""
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
 from ledger.accounts import AccountKind
+from ledger.config import Settings
 from ledger.entities import Contract, ContractStatus, LicenceType, PayerType, Receipt, ReceiptStatus
 from ledger.errors import (
     BalanceMaxAmount,
@@ -284,3 +286,21 @@ def test_a_frozen_institution_gets_no_advance_on_a_late_payment(world: World) ->
     world.pay(contract_id)
     assert world.acct(AccountKind.RELEASABLE, world.advance) == 0
     assert world.get(Contract, contract_id).advance_fen == 0
+
+
+def test_a_broken_profile_stops_the_service_at_start_naming_the_key(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from ledger.policy import POLICY_DIR, PolicyError
+    from ledger.runtime import Ledger
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    text = (
+        (POLICY_DIR / "national.toml")
+        .read_text()
+        .replace("max_lessons = 60", "max_lessons = -3", 1)
+    )
+    (folder / "national.toml").write_text(text)
+    with pytest.raises(PolicyError, match="national.toml: limits.max_lessons"):
+        Ledger.open(settings.model_copy(update={"policy_dir": folder}), migrate=False)
