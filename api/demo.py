@@ -489,7 +489,7 @@ class _Month:
                 all_lessons = [
                     x
                     for c in all_contracts
-                    for x in queries.contract_lessons(session, c.id)
+                    for x in queries.contract_lessons(session, c)
                     if x.status is not LessonStatus.VOIDED
                 ]
                 all_refunds = list(
@@ -500,7 +500,7 @@ class _Month:
                         )
                     )
                 )
-                accounts = queries.institution_accounts(session, institution.id)
+                accounts = queries.institution_accounts(session, institution)
                 summary.institutions.append(
                     InstitutionRow(
                         name=institution.name,
@@ -512,7 +512,7 @@ class _Month:
                         refunds=len(all_refunds),
                         refunded_fen=sum(r.amount_fen or 0 for r in all_refunds),
                         escrow_fen=accounts[AccountKind.ESCROW].amount,
-                        liability_fen=queries.institution_liability(session, institution.id).amount,
+                        liability_fen=queries.institution_liability(session, institution).amount,
                     )
                 )
             summary.entries = self.ledger.log.head(session).size

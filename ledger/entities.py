@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -249,7 +248,7 @@ class Contract(Base):
     parent_id: Mapped[str] = mapped_column(ForeignKey("parents.id"), index=True)
     student_id: Mapped[str] = mapped_column(ForeignKey("students.id"))
     subject: Mapped[str] = mapped_column(String(64))
-    """The subject; lesson limits on a student's balance apply per subject."""
+    """The subject, normalised (case, width, spaces); lesson limits on a balance apply per subject."""
     course_name: Mapped[str] = mapped_column(String(200))
     lessons: Mapped[int] = mapped_column(Integer)
     unit_price_fen: Mapped[int] = mapped_column(BigInteger)
@@ -262,7 +261,10 @@ class Contract(Base):
     """Pupils per class; required for academic courses (price caps depend on it)."""
     lesson_minutes: Mapped[int] = mapped_column(Integer)
     policy: Mapped[str] = mapped_column(String(64))
-    """The profile whose rules applied when the contract was made; they keep applying to it."""
+    """The profile the contract was signed under. Its limits were checked then; its windows apply
+    as each deadline is set."""
+    advance_bp: Mapped[int] = mapped_column(Integer)
+    """The profile's cost-advance rate at signing, fixed for this contract whatever changes later."""
     status: Mapped[ContractStatus] = mapped_column(_enum(ContractStatus, "contract_status"))
     lessons_delivered: Mapped[int] = mapped_column(Integer)
     """Reported and not voided (pending or confirmed)."""
@@ -348,7 +350,11 @@ class Refund(Base):
     shortfall_fen: Mapped[int | None] = mapped_column(BigInteger)
     """Part of that advance neither releasable money nor the risk deposit could cover."""
     reason: Mapped[str | None] = mapped_column(String(500))
-    """The parent's request text, the rejection reason, or the regulator's order."""
+    """Why it was asked for: the parent's text, the regulator's order, the wind-down, ..."""
+    answer: Mapped[str | None] = mapped_column(String(500))
+    """The institution's reason when it rejects the request."""
+    before_start: Mapped[bool] = mapped_column(Boolean)
+    """Asked for before the course started: full refund, and the shorter payout window."""
     answer_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """End of the institution's answer window; after it, silence approves."""
     pay_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -400,6 +406,18 @@ class TransferredContract(Base):
     declined_seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
-def as_payload(**values: Any) -> dict[str, Any]:
-    """Event payload from keyword values, dropping None so absent facts do not appear as nulls."""
-    return {key: value for key, value in values.items() if value is not None}
+class RiskDeposit(Base):
+    """A risk deposit (风险保证金) the custody bank reports lodged in an institution's escrow."""
+
+    __tablename__ = "risk_deposits"
+    __table_args__ = (
+        UniqueConstraint("bank_id", "bank_reference"),
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    bank_id: Mapped[str] = mapped_column(ForeignKey("banks.id"))
+    bank_reference: Mapped[str] = mapped_column(String(64))
+    institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)

@@ -135,8 +135,14 @@ class PolicyBook:
         self._lock = threading.Lock()
         self._cache: dict[str, Policy] = {}
         self._default_name = default
-        # Eager, so that a broken default profile stops the service before it takes money.
+        # Eager, so that a broken profile (the default or any other an institution may use) stops
+        # the service before it takes money, not at the first contract that needs it.
         self._default = self.get(default)
+        for name in available_profiles(directory):
+            self.get(name)
+        if extra is not None:
+            for name in available_profiles(extra):
+                self.get(name)
 
     def get(self, name: str | None = None) -> Policy:
         """The named profile, or the default for None; an unknown name lists the available ones."""

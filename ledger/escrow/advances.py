@@ -42,8 +42,15 @@ class Recovery:
         }
 
 
-def recover(session: Session, institution_id: str, newly_due: int) -> Recovery:
-    """Make ``newly_due`` of the advance due and recover all that is due as far as possible."""
+def recover(
+    session: Session, institution_id: str, newly_due: int, *, from_advance: bool = True
+) -> Recovery:
+    """Make ``newly_due`` of the advance due and recover all that is due as far as possible.
+
+    ``from_advance``: the amount moves over from ``advance`` (lessons that will not be delivered).
+    Otherwise the caller's own postings balance it (a voided lesson at an operator who no longer
+    holds the contract owes back the advance share that lesson had repaid).
+    """
 
     def account(kind: AccountKind) -> str:
         return institution_account(kind, institution_id)
@@ -54,7 +61,7 @@ def recover(session: Session, institution_id: str, newly_due: int) -> Recovery:
         due - from_releasable, balance(session, account(AccountKind.RISK_DEPOSIT)).amount
     )
     legs = {
-        account(AccountKind.ADVANCE): -newly_due,
+        account(AccountKind.ADVANCE): -newly_due if from_advance else 0,
         account(AccountKind.ADVANCE_DUE): newly_due - from_releasable - from_deposit,
         account(AccountKind.RELEASABLE): from_releasable,
         account(AccountKind.RISK_DEPOSIT): from_deposit,

@@ -48,8 +48,13 @@ class Context:
         return self.calendar.deadline(start, window, self.zone)
 
     def lock(self, session: Session) -> None:
-        """Take the log lock before reading anything a decision depends on."""
+        """Take the log lock before reading anything a decision depends on.
+
+        Whatever the session had loaded before the lock may be stale, so it is expired: every
+        object the operation then reads is read again, under the lock.
+        """
         self.log.lock(session)
+        session.expire_all()
 
     def record(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from sqlalchemy import select
@@ -19,6 +19,7 @@ from ledger.entities import (
     PayerType,
     Receipt,
     ReceiptStatus,
+    RiskDeposit,
 )
 from ledger.errors import (
     ContractNotAwaitingPayment,
@@ -28,14 +29,16 @@ from ledger.errors import (
     LoanFundedTuition,
     WrongAmount,
 )
-from ledger.escrow import rules, scope
+from ledger.escrow import inputs, rules, scope
 from ledger.escrow.context import Context
 from ledger.escrow.parties import new_id
 from ledger.journal import Posting, balance
 from ledger.log import Appended
-from ledger.money import DEFAULT_CURRENCY, Money
+from ledger.money import DEFAULT_CURRENCY, JSON_SAFE_MAX, Money
 
 MAX_LESSON_MINUTES = 480
+MAX_LESSONS = 10_000  # sanity bounds; the policy limits are far lower
+MAX_CLASS_SIZE = 10_000
 
 
 def contract_account(contract_id: str) -> str:
@@ -62,24 +65,33 @@ class Terms:
     lesson_minutes: int = 45
 
 
-def _check_terms(terms: Terms, institution: Institution) -> None:
-    if terms.lessons <= 0:
-        raise InvalidRequest("a contract needs at least one lesson")
-    if terms.unit_price_fen <= 0:
-        raise InvalidRequest("the unit price must be positive")
-    if terms.end_date < terms.start_date:
-        raise InvalidRequest(
-            f"the course ends ({terms.end_date}) before it starts ({terms.start_date})"
-        )
-    if not 0 < terms.lesson_minutes <= MAX_LESSON_MINUTES:
-        raise InvalidRequest(f"a lesson lasts 1-{MAX_LESSON_MINUTES} minutes")
-    if terms.class_size is not None and terms.class_size <= 0:
-        raise InvalidRequest("the class size must be positive")
-    if institution.licence is LicenceType.ACADEMIC and terms.class_size is None:
+def _checked(terms: Terms, institution: Institution) -> Terms:
+    """The terms with every field validated and the subject normalised for the limits."""
+    class_size = (
+        None
+        if terms.class_size is None
+        else inputs.integer(terms.class_size, "class size", high=MAX_CLASS_SIZE)
+    )
+    if institution.licence is LicenceType.ACADEMIC and class_size is None:
         raise InvalidRequest("an academic course needs its class size (price caps depend on it)")
-    for value, what in ((terms.subject, "subject"), (terms.course_name, "course name")):
-        if not value.strip() or len(value) > (64 if what == "subject" else 200):
-            raise InvalidRequest(f"the {what} must not be empty or too long")
+    checked = replace(
+        terms,
+        subject=inputs.subject(terms.subject),
+        course_name=inputs.required_text(terms.course_name, "course name"),
+        lessons=inputs.integer(terms.lessons, "lessons", high=MAX_LESSONS),
+        unit_price_fen=inputs.integer(terms.unit_price_fen, "unit price", high=JSON_SAFE_MAX),
+        start_date=inputs.day(terms.start_date, "start date"),
+        end_date=inputs.day(terms.end_date, "end date"),
+        class_size=class_size,
+        lesson_minutes=inputs.integer(
+            terms.lesson_minutes, "lesson minutes", high=MAX_LESSON_MINUTES
+        ),
+    )
+    if checked.end_date < checked.start_date:
+        raise InvalidRequest(
+            f"the course ends ({checked.end_date}) before it starts ({checked.start_date})"
+        )
+    return checked
 
 
 def open_packages(
@@ -122,7 +134,7 @@ def create_contract(session: Session, ctx: Context, *, parent_id: str, terms: Te
         raise InstitutionNotActive(
             f"{institution.id} is {institution.status.value}: it may not take new contracts"
         )
-    _check_terms(terms, institution)
+    terms = _checked(terms, institution)
     policy = ctx.policy(institution.policy)
     charge = rules.Charge(
         subject=terms.subject,
@@ -155,6 +167,7 @@ def create_contract(session: Session, ctx: Context, *, parent_id: str, terms: Te
         class_size=terms.class_size,
         lesson_minutes=terms.lesson_minutes,
         policy=policy.name,
+        advance_bp=policy.advance_bp,
         status=ContractStatus.AWAITING_PAYMENT,
         lessons_delivered=0,
         lessons_refunded=0,
@@ -183,6 +196,7 @@ def create_contract(session: Session, ctx: Context, *, parent_id: str, terms: Te
             "class_size": terms.class_size,
             "lesson_minutes": terms.lesson_minutes,
             "policy": policy.name,
+            "advance_bp": policy.advance_bp,
         },
     ).seq
     session.add(contract)
@@ -218,6 +232,15 @@ class ReceiptOutcome:
         return self.receipt.status is ReceiptStatus.BOOKED
 
 
+def _reference_unused(session: Session, bank_id: str, bank_reference: str) -> None:
+    """A bank reference names one movement of money, of whatever kind, once per bank."""
+    for table in (Receipt, RiskDeposit):
+        if session.scalars(
+            select(table.id).where(table.bank_id == bank_id, table.bank_reference == bank_reference)
+        ).first():
+            raise DuplicateBankReference(f"{bank_reference} was already reported by {bank_id}")
+
+
 def book_receipt(
     session: Session,
     ctx: Context,
@@ -231,18 +254,14 @@ def book_receipt(
     """The custody bank reports the prepayment for a contract.
 
     A lender's payment is not booked: it is recorded as to be returned (loan-funded tuition is
-    banned). Anything else that does not fit is refused and changes nothing. Booking activates the
-    contract and, if the profile has one, releases the cost advance.
+    banned), whatever the state of the contract. Anything else that does not fit is refused and
+    changes nothing. Booking activates the contract and releases its cost advance, if it has one.
     """
     ctx.lock(session)
-    if not bank_reference or len(bank_reference) > 64:
-        raise InvalidRequest("a bank reference is 1-64 characters")
-    if session.scalars(
-        select(Receipt.id).where(
-            Receipt.bank_id == bank_id, Receipt.bank_reference == bank_reference
-        )
-    ).first():
-        raise DuplicateBankReference(f"{bank_reference} was already reported by {bank_id}")
+    bank_reference = inputs.code(bank_reference, "bank reference")
+    amount_fen = inputs.integer(amount_fen, "amount", high=JSON_SAFE_MAX)
+    payer = inputs.choice(payer, PayerType, "payer")
+    _reference_unused(session, bank_id, bank_reference)
     contract = scope.contract_for_bank(session, bank_id, contract_id)
     institution = scope.institution(session, contract.institution_id)
     receipt = Receipt(
@@ -251,7 +270,7 @@ def book_receipt(
         bank_reference=bank_reference,
         contract_id=contract.id,
         amount_fen=amount_fen,
-        payer=PayerType(payer),
+        payer=payer,
         status=ReceiptStatus.BOOKED,
         seq=-1,
     )
@@ -262,14 +281,14 @@ def book_receipt(
         "institution": institution.id,
         "amount": amount_fen,
         "bank_reference": bank_reference,
-        "payer": receipt.payer.value,
+        "payer": payer.value,
     }
-    if receipt.payer is PayerType.LENDER:
+    if payer is PayerType.LENDER:
         receipt.status = ReceiptStatus.RETURNED
         rule = LoanFundedTuition(
             "a lender paid this tuition; loan-funded tuition is refused and must be returned",
             limit="no lender",
-            value=receipt.payer.value,
+            value=payer.value,
             profile=contract.policy,
         )
         entry = ctx.record(
@@ -283,19 +302,20 @@ def book_receipt(
         raise ContractNotAwaitingPayment(f"{contract.id} is {contract.status.value}")
     if amount_fen != contract.total_fen:
         raise WrongAmount(
-            f"{Money(amount_fen)} received; the contract's prepayment is {Money(contract.total_fen)}",
+            f"{Money(amount_fen)} received; the contract's prepayment is "
+            f"{Money(contract.total_fen)}",
             expected=contract.total_fen,
             value=amount_fen,
         )
     if institution.status in (InstitutionStatus.WINDING_DOWN, InstitutionStatus.CLOSED):
         raise InstitutionNotActive(f"{institution.id} is {institution.status.value}")
 
-    # A frozen institution gets no release of any kind, the up-front advance included.
-    basis_points = ctx.policy(contract.policy).advance_bp
+    # A frozen institution gets no release of any kind, the up-front advance included; that
+    # contract's advance is then forgone, and its lessons release in full as they are delivered.
     advance = (
         0
         if institution.status is InstitutionStatus.FROZEN
-        else advance_for(contract.total_fen, basis_points)
+        else advance_for(contract.total_fen, contract.advance_bp)
     )
     postings = [
         Posting.debit(institution_account(AccountKind.ESCROW, institution.id), Money(amount_fen)),
@@ -327,17 +347,31 @@ def lodge_risk_deposit(
     institution_id: str,
     amount_fen: int,
     bank_reference: str,
-) -> Appended:
+) -> RiskDeposit:
     """The bank reports the institution's risk deposit paid into escrow; it backs advance recovery."""
     ctx.lock(session)
     institution = scope.institution_for_bank(session, bank_id, institution_id)
-    if amount_fen <= 0:
-        raise InvalidRequest("a risk deposit must be positive")
-    return ctx.record(
+    bank_reference = inputs.code(bank_reference, "bank reference")
+    amount_fen = inputs.integer(amount_fen, "amount", high=JSON_SAFE_MAX)
+    _reference_unused(session, bank_id, bank_reference)
+    deposit = RiskDeposit(
+        id=new_id("dep"),
+        bank_id=bank_id,
+        bank_reference=bank_reference,
+        institution_id=institution.id,
+        amount_fen=amount_fen,
+        seq=-1,
+    )
+    deposit.seq = ctx.record(
         session,
         "risk_deposit.lodged",
         f"bank:{bank_id}",
-        {"institution": institution.id, "amount": amount_fen, "bank_reference": bank_reference},
+        {
+            "deposit": deposit.id,
+            "institution": institution.id,
+            "amount": amount_fen,
+            "bank_reference": bank_reference,
+        },
         [
             Posting.debit(
                 institution_account(AccountKind.ESCROW, institution.id), Money(amount_fen)
@@ -346,4 +380,7 @@ def lodge_risk_deposit(
                 institution_account(AccountKind.RISK_DEPOSIT, institution.id), Money(amount_fen)
             ),
         ],
-    )
+    ).seq
+    session.add(deposit)
+    session.flush()
+    return deposit

@@ -25,6 +25,7 @@ from ledger.entities import (
     InstitutionStatus,
     Lesson,
     LessonStatus,
+    RefundKind,
 )
 from ledger.errors import (
     ConfirmationWindowClosed,
@@ -38,7 +39,7 @@ from ledger.errors import (
     NoLessonsLeft,
     NotFound,
 )
-from ledger.escrow import scope
+from ledger.escrow import advances, inputs, refunds, scope
 from ledger.escrow.context import Context
 from ledger.escrow.contracts import contract_account, institution_account
 from ledger.escrow.parties import new_id
@@ -62,12 +63,11 @@ class LessonReport:
 
 
 def _check_report(report: LessonReport) -> None:
-    if not _REF.match(report.ref):
-        raise InvalidRequest(f"lesson id {report.ref!r}: 1-64 letters, digits or _.:-")
-    if not _REF.match(report.teacher_id):
-        raise InvalidRequest(f"teacher id {report.teacher_id!r}: 1-64 letters, digits or _.:-")
-    if report.delivered_at.tzinfo is None:
-        raise InvalidRequest("delivered_at must carry a time zone")
+    inputs.code(report.ref, "lesson id")
+    inputs.code(report.teacher_id, "teacher id")
+    inputs.instant(report.delivered_at, "delivered_at")
+    if not isinstance(report.contract_id, str):
+        raise InvalidRequest("contract id must be text")
 
 
 def _same(lesson: Lesson, report: LessonReport) -> bool:
@@ -83,15 +83,6 @@ def _active_institution(institution: Institution) -> None:
         raise InstitutionNotActive(
             f"{institution.id} is {institution.status.value}: it may not report lessons"
         )
-
-
-@dataclass(slots=True)
-class _Running:
-    """A contract's remaining value and advance while a batch is cut from it."""
-
-    contract: Contract
-    value: int
-    advance: int
 
 
 def report_lessons(
@@ -110,7 +101,6 @@ def report_lessons(
         _check_report(report)
     ctx.lock(session)
     institution = scope.institution(session, institution_id)
-    _active_institution(institution)
     now = ctx.now()
     refs = {r.ref for r in reports}
     existing = {
@@ -119,6 +109,10 @@ def report_lessons(
             select(Lesson).where(Lesson.institution_id == institution_id, Lesson.ref.in_(refs))
         )
     }
+    # A retry of lessons already recorded answers as before, even if the institution has since
+    # been frozen: idempotency must not depend on what happened in between.
+    if not all(r.ref in existing for r in reports):
+        _active_institution(institution)
     contract_ids = {r.contract_id for r in reports}
     contracts = {
         c.id: c
@@ -128,7 +122,7 @@ def report_lessons(
             )
         )
     }
-    running: dict[str, _Running] = {}
+    values: dict[str, int] = {}  # each contract's remaining value as the batch cuts it
     results: list[Lesson] = []
     new: list[Lesson] = []
     events: list[Event] = []
@@ -164,21 +158,18 @@ def report_lessons(
                 f"delivered {ctx.local_date(report.delivered_at)}; the course starts "
                 f"{contract.start_date}"
             )
-        state = running.get(contract.id)
-        if state is None:
-            state = _Running(
-                contract,
-                balance(session, contract_account(contract.id)).amount,
-                contract.advance_remaining_fen,
-            )
-            running[contract.id] = state
+        if contract.id not in values:
+            values[contract.id] = balance(session, contract_account(contract.id)).amount
         remaining_lessons = contract.lessons_remaining
-        price = next_share(state.value, remaining_lessons)
-        advance = next_share(state.advance, remaining_lessons) if state.advance else 0
-        state.value -= price
-        state.advance -= advance
+        price = next_share(values[contract.id], remaining_lessons)
+        advance = (
+            next_share(contract.advance_remaining_fen, remaining_lessons)
+            if contract.advance_remaining_fen
+            else 0
+        )
+        values[contract.id] -= price
+        contract.advance_remaining_fen -= advance
         contract.lessons_delivered += 1
-        contract.advance_remaining_fen = state.advance
         if contract.lessons_remaining == 0:
             contract.status = ContractStatus.COMPLETED
         policy = ctx.policy(contract.policy)
@@ -289,9 +280,7 @@ def dispute_lesson(
         raise ConfirmationWindowClosed(
             f"the window to dispute {lesson.id} closed at {format_time(lesson.confirm_by)}"
         )
-    reason = reason.strip()
-    if not reason or len(reason) > 500:
-        raise InvalidRequest("a dispute needs a reason of 1-500 characters")
+    reason = inputs.required_text(reason, "a dispute's reason", limit=500)
     ctx.record(
         session,
         "lesson.disputed",
@@ -305,35 +294,63 @@ def dispute_lesson(
 
 
 def _void(session: Session, ctx: Context, lesson: Lesson, actor: str, why: str) -> None:
-    """Undo a lesson: its share goes back to the contract (and its advance share to advance)."""
+    """Undo a lesson: its share goes back to the contract, its advance share back to the advance.
+
+    If the contract has since moved to a successor operator, the lesson's money moves with it (from
+    the old escrow account to the new one) and the old operator owes back the advance share the
+    lesson had repaid. If the contract's institution is being wound down, the returned lesson is
+    refunded at once, as every other undelivered lesson there was.
+    """
     contract = session.get(Contract, lesson.contract_id)
     assert contract is not None
+    old, current = lesson.institution_id, contract.institution_id
+    price = Money(lesson.price_fen)
     postings = [
-        Posting.credit(contract_account(contract.id), Money(lesson.price_fen)),
-        Posting.debit(
-            institution_account(AccountKind.PENDING, lesson.institution_id),
-            Money(lesson.pending_fen),
-        ),
+        Posting.credit(contract_account(contract.id), price),
+        Posting.debit(institution_account(AccountKind.PENDING, old), Money(lesson.pending_fen)),
     ]
-    if lesson.advance_fen:
+    facts: dict[str, object] = {}
+    if old == current:
         postings.append(
-            Posting.debit(
-                institution_account(AccountKind.ADVANCE, lesson.institution_id),
-                Money(lesson.advance_fen),
-            )
+            Posting.debit(institution_account(AccountKind.ADVANCE, old), Money(lesson.advance_fen))
         )
+        contract.advance_remaining_fen += lesson.advance_fen
+    else:
+        recovery = advances.recover(session, old, lesson.advance_fen, from_advance=False)
+        postings += [
+            Posting.credit(institution_account(AccountKind.ESCROW, old), price),
+            Posting.debit(institution_account(AccountKind.ESCROW, current), price),
+            *recovery.postings(),
+        ]
+        facts = {"moved_to": current, **recovery.facts()}
     lesson.decided_seq = ctx.record(
         session,
         "lesson.voided",
         actor,
-        {"lesson": lesson.id, "contract": contract.id, "why": why, "returned": lesson.price_fen},
+        {
+            "lesson": lesson.id,
+            "contract": contract.id,
+            "why": why,
+            "returned": lesson.price_fen,
+            **facts,
+        },
         [p for p in postings if p.amount.amount],
     ).seq
     lesson.status = LessonStatus.VOIDED
     contract.lessons_delivered -= 1
-    contract.advance_remaining_fen += lesson.advance_fen
     if contract.status is ContractStatus.COMPLETED:
         contract.status = ContractStatus.ACTIVE
+    institution = scope.institution(session, current)
+    if institution.status is InstitutionStatus.WINDING_DOWN and contract.lessons_available:
+        refunds.ordered_refund(
+            session,
+            ctx,
+            contract,
+            kind=RefundKind.WIND_DOWN,
+            lessons=None,
+            reason="wind-down: a voided lesson returned to the contract",
+            actor=actor,
+        )
 
 
 def withdraw_lesson(
@@ -362,7 +379,8 @@ def resolve_dispute(
 ) -> Lesson:
     """A regulator settles a dispute: confirmed for the institution, or voided for the parent."""
     ctx.lock(session)
-    lesson = session.get(Lesson, lesson_id)
+    note = inputs.required_text(note, "the regulator's note", limit=500)
+    lesson = session.get(Lesson, lesson_id) if isinstance(lesson_id, str) else None
     if lesson is None:
         raise NotFound(f"no lesson {lesson_id}")
     scope.institution_for_regulator(session, regulator_id, lesson.institution_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 
 from sqlalchemy.orm import Session
@@ -18,10 +17,11 @@ from ledger.entities import (
     Student,
 )
 from ledger.errors import InvalidRequest, NotFound
+from ledger.escrow import inputs
 from ledger.escrow.context import Context
+from ledger.policy import PolicyError
 
 ALL_DISTRICTS = "*"
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def new_id(prefix: str) -> str:
@@ -29,23 +29,10 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
-def _code(value: str, what: str) -> str:
-    if not _CODE.match(value):
-        raise InvalidRequest(f"{what} {value!r} must be 1-64 letters, digits or _.-")
-    return value
-
-
-def _text(value: str, what: str, limit: int = 200) -> str:
-    value = value.strip()
-    if not value or len(value) > limit:
-        raise InvalidRequest(f"{what} must be 1-{limit} characters")
-    return value
-
-
 def register_bank(session: Session, ctx: Context, *, name: str, actor: str) -> Bank:
     """A custody bank that will hold escrow accounts."""
     ctx.lock(session)
-    bank = Bank(id=new_id("bnk"), name=_text(name, "bank name"), registered_seq=-1)
+    bank = Bank(id=new_id("bnk"), name=inputs.required_text(name, "bank name"), registered_seq=-1)
     bank.registered_seq = ctx.record(
         session, "bank.registered", actor, {"bank": bank.id, "name": bank.name}
     ).seq
@@ -60,10 +47,10 @@ def register_regulator(
     """An education bureau; ``jurisdiction`` is a district code or ``*`` for all districts."""
     ctx.lock(session)
     if jurisdiction != ALL_DISTRICTS:
-        _code(jurisdiction, "jurisdiction")
+        inputs.code(jurisdiction, "jurisdiction")
     regulator = Regulator(
         id=new_id("reg"),
-        name=_text(name, "regulator name"),
+        name=inputs.required_text(name, "regulator name"),
         jurisdiction=jurisdiction,
         registered_seq=-1,
     )
@@ -95,22 +82,25 @@ def register_institution(
 ) -> Institution:
     """A training institution with its dedicated custody account at ``bank_id``."""
     ctx.lock(session)
-    if session.get(Bank, bank_id) is None:
+    if not isinstance(bank_id, str) or session.get(Bank, bank_id) is None:
         raise NotFound(f"no bank {bank_id}")
-    profile = ctx.policies.get(policy).name
-    if risk_deposit_fen < 0:
-        raise InvalidRequest("the risk deposit cannot be negative")
+    try:
+        profile = ctx.policies.get(policy).name
+    except PolicyError as error:
+        raise InvalidRequest(f"unknown policy profile: {error}") from None
+    if not isinstance(is_new, bool):
+        raise InvalidRequest("is_new must be true or false")
     institution = Institution(
         id=new_id("ins"),
-        name=_text(name, "institution name"),
-        licence=LicenceType(licence),
-        district=_code(district, "district"),
+        name=inputs.required_text(name, "institution name"),
+        licence=inputs.choice(licence, LicenceType, "licence"),
+        district=inputs.code(district, "district"),
         status=InstitutionStatus.ACTIVE,
         bank_id=bank_id,
-        escrow_account=_code(escrow_account, "escrow account"),
-        settlement_account=_code(settlement_account, "settlement account"),
+        escrow_account=inputs.code(escrow_account, "escrow account"),
+        settlement_account=inputs.code(settlement_account, "settlement account"),
         is_new=is_new,
-        risk_deposit_fen=risk_deposit_fen,
+        risk_deposit_fen=inputs.integer(risk_deposit_fen, "risk deposit", low=0),
         policy=profile,
         registered_seq=-1,
     )
@@ -143,7 +133,11 @@ def register_parent(
     ctx.lock(session)
     parent = Parent(id=new_id("par"), registered_seq=-1)
     data = privacy.record(
-        session, ctx.clock, parent.id, name=_text(name, "parent name"), phone=phone
+        session,
+        ctx.clock,
+        parent.id,
+        name=inputs.required_text(name, "parent name"),
+        phone=inputs.text(phone, "phone", limit=32, required=False),
     )
     parent.registered_seq = ctx.record(
         session,
@@ -161,11 +155,11 @@ def register_student(
 ) -> Student:
     """A pupil of ``parent_id``; the name is stored aside like the parent's."""
     ctx.lock(session)
-    if session.get(Parent, parent_id) is None:
+    if not isinstance(parent_id, str) or session.get(Parent, parent_id) is None:
         raise NotFound(f"no parent {parent_id}")
     student = Student(id=new_id("stu"), parent_id=parent_id, registered_seq=-1)
     data = privacy.record(
-        session, ctx.clock, student.id, name=_text(name, "student name"), phone=None
+        session, ctx.clock, student.id, name=inputs.required_text(name, "student name"), phone=None
     )
     student.registered_seq = ctx.record(
         session,

@@ -1,4 +1,8 @@
-"""Read side: what parents, institutions, banks and regulators look at."""
+"""Read side: what parents, institutions, banks and regulators look at.
+
+Functions about one contract or one institution take the object, not an id: the caller gets it
+through ``ledger.escrow.scope``, which is where a tenant's reach is checked.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from ledger.accounts import CHART, AccountCode, AccountKind, OwnerKind
-from ledger.entities import Contract, Lesson, Refund
+from ledger.entities import Contract, Institution, Lesson, Refund
+from ledger.errors import InvalidRequest
+from ledger.escrow import inputs
 from ledger.escrow.contracts import contract_account, institution_account
 from ledger.journal import balance
 from ledger.models import Account, LogEntry, Posting
@@ -56,19 +62,20 @@ def parent_contracts(session: Session, parent_id: str) -> list[ContractSummary]:
     return summaries(session, list(contracts))
 
 
-def contract_lessons(session: Session, contract_id: str) -> list[Lesson]:
+def contract_lessons(session: Session, contract: Contract) -> list[Lesson]:
     """Every lesson of a contract in the order it was reported, with its status."""
     return list(
         session.scalars(
-            select(Lesson).where(Lesson.contract_id == contract_id).order_by(Lesson.reported_seq)
+            select(Lesson).where(Lesson.contract_id == contract.id).order_by(Lesson.reported_seq)
         )
     )
 
 
-def contract_refunds(session: Session, contract_id: str) -> list[Refund]:
+def contract_refunds(session: Session, contract: Contract) -> list[Refund]:
+    """Every refund of a contract in the order it was asked for."""
     return list(
         session.scalars(
-            select(Refund).where(Refund.contract_id == contract_id).order_by(Refund.requested_seq)
+            select(Refund).where(Refund.contract_id == contract.id).order_by(Refund.requested_seq)
         )
     )
 
@@ -84,21 +91,21 @@ def parent_refunds(session: Session, parent_id: str) -> list[Refund]:
     )
 
 
-def institution_liability(session: Session, institution_id: str) -> Money:
+def institution_liability(session: Session, institution: Institution) -> Money:
     """学生余量: the value of every undelivered lesson the institution still owes its parents."""
     total = session.scalar(
         select(func.coalesce(func.sum(Account.balance), 0))
         .select_from(Contract)
-        .join(Account, Account.code == literal("contract:") + Contract.id)
-        .where(Contract.institution_id == institution_id)
+        .join(Account, Account.code == literal(f"{AccountKind.CONTRACT.value}:") + Contract.id)
+        .where(Contract.institution_id == institution.id)
     )
     return Money(int(total or 0))
 
 
-def institution_accounts(session: Session, institution_id: str) -> dict[AccountKind, Money]:
+def institution_accounts(session: Session, institution: Institution) -> dict[AccountKind, Money]:
     """Every institution-level account of the money flow, zero where never used."""
     return {
-        kind: balance(session, institution_account(kind, institution_id))
+        kind: balance(session, institution_account(kind, institution.id))
         for kind in INSTITUTION_KINDS
     }
 
@@ -114,8 +121,11 @@ def balance_as_of(
 ) -> Money:
     """An account's normal-side balance after entry ``seq`` (or after the last entry at ``at``)."""
     if (seq is None) == (at is None):
-        raise ValueError("give exactly one of seq or at")
-    bound = seq if seq is not None else seq_at(session, at)  # type: ignore[arg-type]
+        raise InvalidRequest("give exactly one of seq or at")
+    if seq is not None:
+        bound = inputs.integer(seq, "seq", low=-1)
+    else:
+        bound = seq_at(session, inputs.instant(at, "at"))
     parsed = AccountCode.parse(code)
     row = session.execute(
         select(Account.id, Account.currency).where(Account.code == code)

@@ -16,7 +16,7 @@ from ledger.accounts import AccountKind
 from ledger.allocation import portion
 from ledger.entities import Contract, ContractStatus, Refund, RefundKind, RefundStatus
 from ledger.errors import ContractNotActive, InvalidRequest, NoLessonsLeft, NotFound, RefundNotOpen
-from ledger.escrow import advances, scope
+from ledger.escrow import advances, inputs, scope
 from ledger.escrow.context import Context
 from ledger.escrow.contracts import contract_account, institution_account
 from ledger.escrow.parties import new_id
@@ -27,17 +27,11 @@ from ledger.money import Money
 AUTO_APPROVE_CHUNK = 1_000
 
 
-def _clean_reason(reason: str | None, *, required: bool) -> str | None:
-    if reason is None or not reason.strip():
-        if required:
-            raise InvalidRequest("a reason is required")
-        return None
-    if len(reason) > 500:
-        raise InvalidRequest("a reason has at most 500 characters")
-    return reason.strip()
+def _reason(reason: object, *, required: bool) -> str | None:
+    return inputs.text(reason, "the reason", limit=500, required=required)
 
 
-def _lessons_to_refund(ctx: Context, contract: Contract, lessons: int | None) -> int:
+def _lessons_to_refund(ctx: Context, contract: Contract, lessons: object) -> int:
     """How many lessons: all available before the course starts, else the asked number (or all)."""
     if contract.status is not ContractStatus.ACTIVE:
         raise ContractNotActive(
@@ -48,8 +42,8 @@ def _lessons_to_refund(ctx: Context, contract: Contract, lessons: int | None) ->
         raise NoLessonsLeft(f"{contract.id} has no undelivered lessons left to refund")
     if ctx.today() < contract.start_date or lessons is None:
         return available
-    if not 0 < lessons <= available:
-        raise InvalidRequest(f"{lessons} lessons asked back; {available} can be refunded")
+    if type(lessons) is not int or not 0 < lessons <= available:
+        raise InvalidRequest(f"{lessons!r:.20} lessons asked back; {available} can be refunded")
     return lessons
 
 
@@ -75,7 +69,8 @@ def request_refund(
         kind=RefundKind.REQUESTED,
         status=RefundStatus.REQUESTED,
         lessons=count,
-        reason=_clean_reason(reason, required=False),
+        reason=_reason(reason, required=False),
+        before_start=ctx.today() < contract.start_date,
         answer_by=ctx.deadline(now, policy.refund_answer_window),
         requested_seq=-1,
     )
@@ -89,7 +84,7 @@ def request_refund(
             "contract": contract.id,
             "institution": contract.institution_id,
             "lessons": count,
-            "before_start": ctx.today() < contract.start_date,
+            "before_start": refund.before_start,
             "answer_by": format_time(refund.answer_by),
             "reason": refund.reason,
         },
@@ -143,8 +138,13 @@ def approve(
         *recovery.postings(),
     ]
     policy = ctx.policy(contract.policy)
-    before_start = ctx.today() < contract.start_date
-    window = policy.refund_payout_before_start if before_start else policy.refund_payout_after_start
+    # The payout period is the one of the moment the refund was asked for: a request made before
+    # the course started keeps the shorter before-start period even if answered after the start.
+    window = (
+        policy.refund_payout_before_start
+        if refund.before_start
+        else policy.refund_payout_after_start
+    )
     now = ctx.now()
     refund.pay_by = ctx.deadline(now, window)
     entry = ctx.record(
@@ -212,13 +212,13 @@ def reject_refund(
     ctx.lock(session)
     refund = scope.refund_of_institution(session, institution_id, refund_id)
     _open_request(refund)
-    refund.reason = _clean_reason(reason, required=True)
+    refund.answer = _reason(reason, required=True)
     contract = _contract_of(session, refund)
     refund.decided_seq = ctx.record(
         session,
         "refund.rejected",
         f"institution:{institution_id}",
-        {"refund": refund.id, "contract": contract.id, "reason": refund.reason},
+        {"refund": refund.id, "contract": contract.id, "reason": refund.answer},
     ).seq
     refund.status = RefundStatus.REJECTED
     contract.lessons_reserved -= refund.lessons
@@ -270,6 +270,7 @@ def ordered_refund(
         status=RefundStatus.REQUESTED,
         lessons=count,
         reason=reason,
+        before_start=ctx.today() < contract.start_date,
         requested_seq=-1,
     )
     session.add(refund)
@@ -287,7 +288,7 @@ def force_refund(
 ) -> Refund:
     """A regulator orders a refund (all remaining lessons unless a number is given)."""
     ctx.lock(session)
-    contract = session.get(Contract, contract_id)
+    contract = session.get(Contract, contract_id) if isinstance(contract_id, str) else None
     if contract is None:
         raise NotFound(f"no contract {contract_id}")
     scope.institution_for_regulator(session, regulator_id, contract.institution_id)
@@ -297,7 +298,7 @@ def force_refund(
         contract,
         kind=RefundKind.FORCED,
         lessons=lessons,
-        reason=_clean_reason(reason, required=True) or "",
+        reason=inputs.required_text(reason, "the reason", limit=500),
         actor=f"regulator:{regulator_id}",
     )
 
@@ -312,8 +313,7 @@ def pay_refund(
         raise RefundNotOpen(
             f"{refund.id} is {refund.status.value}; only an approved refund is paid"
         )
-    if not bank_reference or len(bank_reference) > 64:
-        raise InvalidRequest("a bank reference is 1-64 characters")
+    bank_reference = inputs.code(bank_reference, "bank reference")
     assert refund.amount_fen is not None
     amount = Money(refund.amount_fen)
     postings = (

@@ -29,6 +29,18 @@ from ledger.policy import Policy
 _ONE_DAY = timedelta(days=1)
 
 
+def last_day_within(start: date, months: int) -> date:
+    """The last day of a period of ``months`` months starting on ``start``.
+
+    15 Jan + 3 months runs to 14 Apr. A period that starts on the last day of a month runs to
+    the last day of the month N months later (31 Jan -> 30 Apr, 30 Nov -> 28 Feb), so that a month
+    end is never worth a day less than the first of the next month.
+    """
+    if (start + _ONE_DAY).day == 1:
+        return add_months(start + _ONE_DAY, months) - _ONE_DAY
+    return add_months(start, months) - _ONE_DAY
+
+
 def add_months(day: date, months: int) -> date:
     """The same day ``months`` later, clamped to the month's last day (31 Jan + 1 = 28/29 Feb)."""
     month_index = day.month - 1 + months
@@ -82,7 +94,7 @@ def check_charge(policy: Policy, charge: Charge) -> None:
             value=charge.amount_fen,
             profile=policy.name,
         )
-    last_allowed = add_months(charge.start, policy.max_months) - _ONE_DAY
+    last_allowed = last_day_within(charge.start, policy.max_months)
     if charge.end > last_allowed:
         raise MaxMonths(
             f"the course runs {charge.start} to {charge.end}; a charge may cover at most "
@@ -151,7 +163,7 @@ def check_balance(
         )
     first = max(today, min([charge.start, *(p.start for p in packages)]))
     last = max([charge.end, *(p.end for p in packages)])
-    last_allowed = add_months(first, policy.balance_max_months) - _ONE_DAY
+    last_allowed = last_day_within(first, policy.balance_max_months)
     if last > last_allowed:
         raise BalanceMaxMonths(
             f"prepaid lessons would run from {first} to {last}; at most "

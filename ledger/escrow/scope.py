@@ -7,7 +7,6 @@ jurisdiction. Another tenant's resource answers exactly like a missing one.
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger.entities import Contract, Institution, Lesson, Refund, Regulator, Student
@@ -92,12 +91,6 @@ def lesson_of_institution(session: Session, institution_id: str, lesson_id: str)
     if found is None or found.institution_id != institution_id:
         raise NotFound(f"no lesson {lesson_id}")
     return found
-
-
-def lesson_by_ref(session: Session, institution_id: str, ref: str) -> Lesson | None:
-    return session.scalars(
-        select(Lesson).where(Lesson.institution_id == institution_id, Lesson.ref == ref)
-    ).one_or_none()
 
 
 def refund_of_institution(session: Session, institution_id: str, refund_id: str) -> Refund:

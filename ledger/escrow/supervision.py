@@ -24,8 +24,8 @@ from ledger.entities import (
     Transfer,
     TransferredContract,
 )
-from ledger.errors import InvalidRequest, InvalidState, NotFound, TransferWindowClosed
-from ledger.escrow import advances, refunds, scope
+from ledger.errors import InvalidState, NotFound, TransferWindowClosed
+from ledger.escrow import advances, inputs, refunds, scope
 from ledger.escrow.context import Context
 from ledger.escrow.contracts import contract_account, institution_account
 from ledger.escrow.parties import new_id
@@ -34,11 +34,8 @@ from ledger.log import format_time
 from ledger.money import Money
 
 
-def _reason(text: str) -> str:
-    text = text.strip()
-    if not text or len(text) > 500:
-        raise InvalidRequest("a regulator's decision needs a reason of 1-500 characters")
-    return text
+def _reason(text: object) -> str:
+    return inputs.required_text(text, "a regulator's reason", limit=500)
 
 
 def _change_status(
@@ -129,11 +126,27 @@ def _contracts(session: Session, institution_id: str, *statuses: ContractStatus)
     )
 
 
-def _cancel_unpaid(
-    session: Session, ctx: Context, contract: Contract, actor: str, why: str
-) -> None:
-    ctx.record(session, "contract.cancelled", actor, {"contract": contract.id, "why": why})
-    contract.status = ContractStatus.CANCELLED
+def _settle_open_business(
+    session: Session, ctx: Context, institution: Institution, actor: str, *, via: str, why: str
+) -> tuple[list[Refund], list[Contract]]:
+    """Before an institution stops: approve every open refund request, cancel unpaid contracts."""
+    approved = []
+    requested = session.scalars(
+        select(Refund)
+        .where(Refund.institution_id == institution.id, Refund.status == RefundStatus.REQUESTED)
+        .order_by(Refund.requested_seq)
+    )
+    for refund in list(requested):
+        contract = session.get(Contract, refund.contract_id)
+        assert contract is not None
+        approved.append(
+            refunds.approve(session, ctx, refund, contract, actor=actor, via=via, reserved=True)
+        )
+    cancelled = _contracts(session, institution.id, ContractStatus.AWAITING_PAYMENT)
+    for contract in cancelled:
+        ctx.record(session, "contract.cancelled", actor, {"contract": contract.id, "why": why})
+        contract.status = ContractStatus.CANCELLED
+    return approved, cancelled
 
 
 def wind_down(
@@ -158,22 +171,9 @@ def wind_down(
     )
     actor = f"regulator:{regulator_id}"
     outcome = WindDown(institution)
-    requested = session.scalars(
-        select(Refund)
-        .where(Refund.institution_id == institution.id, Refund.status == RefundStatus.REQUESTED)
-        .order_by(Refund.requested_seq)
+    outcome.refunds, outcome.cancelled = _settle_open_business(
+        session, ctx, institution, actor, via="wind_down", why="institution wound down"
     )
-    for refund in list(requested):
-        contract = session.get(Contract, refund.contract_id)
-        assert contract is not None
-        outcome.refunds.append(
-            refunds.approve(
-                session, ctx, refund, contract, actor=actor, via="wind_down", reserved=True
-            )
-        )
-    for contract in _contracts(session, institution.id, ContractStatus.AWAITING_PAYMENT):
-        _cancel_unpaid(session, ctx, contract, actor, "institution wound down")
-        outcome.cancelled.append(contract)
     for contract in _contracts(session, institution.id, ContractStatus.ACTIVE):
         if contract.lessons_available > 0:
             outcome.refunds.append(
@@ -222,7 +222,7 @@ def approve_transfer(
     """
     ctx.lock(session)
     old = scope.institution_for_regulator(session, regulator_id, from_institution_id)
-    new = scope.institution(session, to_institution_id)
+    new = scope.institution_for_regulator(session, regulator_id, to_institution_id)
     if new.id == old.id or new.status is not InstitutionStatus.ACTIVE:
         raise InvalidState(f"{new.id} cannot take over: it must be another, active institution")
     if old.status not in (InstitutionStatus.ACTIVE, InstitutionStatus.FROZEN):
@@ -252,22 +252,9 @@ def approve_transfer(
     ).seq
     session.add(transfer)
     session.flush()
-    requested = session.scalars(
-        select(Refund)
-        .where(Refund.institution_id == old.id, Refund.status == RefundStatus.REQUESTED)
-        .order_by(Refund.requested_seq)
+    outcome.refunds, outcome.cancelled = _settle_open_business(
+        session, ctx, old, actor, via="transfer", why=f"institution transferred to {new.id}"
     )
-    for refund in list(requested):
-        contract = session.get(Contract, refund.contract_id)
-        assert contract is not None
-        outcome.refunds.append(
-            refunds.approve(
-                session, ctx, refund, contract, actor=actor, via="transfer", reserved=True
-            )
-        )
-    for contract in _contracts(session, old.id, ContractStatus.AWAITING_PAYMENT):
-        _cancel_unpaid(session, ctx, contract, actor, f"institution transferred to {new.id}")
-        outcome.cancelled.append(contract)
     for contract in _contracts(session, old.id, ContractStatus.ACTIVE):
         outcome.contracts.append(_move(session, ctx, transfer, contract, actor))
     old.status = InstitutionStatus.CLOSED
@@ -314,10 +301,11 @@ def decline_transfer(session: Session, ctx: Context, *, parent_id: str, contract
     """A parent refuses the successor: every remaining lesson is refunded from the new escrow."""
     ctx.lock(session)
     contract = scope.contract_of_parent(session, parent_id, contract_id)
-    moved = session.scalars(
+    moved = session.scalars(  # the latest transfer is the one the parent answers
         select(TransferredContract)
+        .join(Transfer, Transfer.id == TransferredContract.transfer_id)
         .where(TransferredContract.contract_id == contract.id)
-        .order_by(TransferredContract.transfer_id)
+        .order_by(Transfer.approved_seq.desc())
     ).first()
     if moved is None:
         raise NotFound(f"{contract.id} was not transferred")

@@ -174,10 +174,10 @@ def test_a_parent_cannot_sign_for_another_familys_student(world: World) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"lessons": 0}, "at least one lesson"),
+        ({"lessons": 0}, "lessons must be within 1..10000, got 0"),
         ({"unit": 0}, "unit price"),
         ({"end": START - timedelta(days=1)}, "ends"),
-        ({"minutes": 0}, "lesson lasts"),
+        ({"minutes": 0}, "lesson minutes must be within 1..480"),
     ],
 )
 def test_malformed_terms_are_refused(world: World, change: dict[str, object], message: str) -> None:

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from ledger.accounts import AccountKind
-from ledger.entities import LessonStatus
+from ledger.entities import Contract, Institution, LessonStatus
 from ledger.escrow import queries
 from ledger.escrow.contracts import contract_account, institution_account
 from ledger.money import Money
@@ -29,7 +29,7 @@ def test_a_contract_lists_every_lesson_with_its_status(world: World) -> None:
     first, second = world.report(contract_id, 2)
     world.confirm(first.id)
     with world.read() as session:
-        listed = queries.contract_lessons(session, contract_id)
+        listed = queries.contract_lessons(session, session.get(Contract, contract_id))  # type: ignore[arg-type]
     assert [(x.id, x.status) for x in listed] == [
         (first.id, LessonStatus.CONFIRMED),
         (second.id, LessonStatus.REPORTED),
@@ -43,10 +43,10 @@ def test_outstanding_liability_is_the_value_of_undelivered_lessons(world: World)
         lessons=5, unit=LESSON, parent=world.other_parent, student=world.other_student
     )
     with world.read() as session:
-        assert queries.institution_liability(session, world.school) == Money(
-            6 * LESSON + 5 * LESSON
-        )
-        accounts = queries.institution_accounts(session, world.school)
+        school = session.get(Institution, world.school)
+        assert school is not None
+        assert queries.institution_liability(session, school) == Money(6 * LESSON + 5 * LESSON)
+        accounts = queries.institution_accounts(session, school)
     assert accounts[AccountKind.ESCROW] == Money(15 * LESSON)
     assert accounts[AccountKind.PENDING] == Money(4 * LESSON)
     assert accounts[AccountKind.PAYABLE] == Money(0)

@@ -1,11 +1,11 @@
-"""Escrow domain: parties, contracts, lessons, refunds, receipts, transfers.
+"""Escrow domain: parties, contracts, lessons, refunds, receipts, deposits, transfers.
 
 Projections of the event log, written by the escrow services in the same transaction as the entry
 that records each change. Names and phone numbers are not here (see personal_data).
 
 Revision ID: 0d7b300a7b94
 Revises: 944c71f250a3
-Create Date: 2026-11-21 09:24:46.270177
+Create Date: 2026-11-21 09:53:37.580854
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ def upgrade() -> None:
         sa.Column("class_size", sa.Integer(), nullable=True),
         sa.Column("lesson_minutes", sa.Integer(), nullable=False),
         sa.Column("policy", sa.String(length=64), nullable=False),
+        sa.Column("advance_bp", sa.Integer(), nullable=False),
         sa.Column(
             "status",
             sa.Enum(
@@ -191,6 +192,33 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_contracts_parent_id"), ["parent_id"], unique=False)
         batch_op.create_index(
             "ix_contracts_student_id_institution_id", ["student_id", "institution_id"], unique=False
+        )
+
+    op.create_table(
+        "risk_deposits",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("bank_id", sa.String(length=40), nullable=False),
+        sa.Column("bank_reference", sa.String(length=64), nullable=False),
+        sa.Column("institution_id", sa.String(length=40), nullable=False),
+        sa.Column("amount_fen", sa.BigInteger(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint("amount_fen > 0", name=op.f("ck_risk_deposits_amount_positive")),
+        sa.ForeignKeyConstraint(
+            ["bank_id"], ["banks.id"], name=op.f("fk_risk_deposits_bank_id_banks")
+        ),
+        sa.ForeignKeyConstraint(
+            ["institution_id"],
+            ["institutions.id"],
+            name=op.f("fk_risk_deposits_institution_id_institutions"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_risk_deposits")),
+        sa.UniqueConstraint(
+            "bank_id", "bank_reference", name=op.f("uq_risk_deposits_bank_id_bank_reference")
+        ),
+    )
+    with op.batch_alter_table("risk_deposits", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_risk_deposits_institution_id"), ["institution_id"], unique=False
         )
 
     op.create_table(
@@ -357,6 +385,8 @@ def upgrade() -> None:
         sa.Column("advance_due_fen", sa.BigInteger(), nullable=True),
         sa.Column("shortfall_fen", sa.BigInteger(), nullable=True),
         sa.Column("reason", sa.String(length=500), nullable=True),
+        sa.Column("answer", sa.String(length=500), nullable=True),
+        sa.Column("before_start", sa.Boolean(), nullable=False),
         sa.Column("answer_by", sa.DateTime(timezone=True), nullable=True),
         sa.Column("pay_by", sa.DateTime(timezone=True), nullable=True),
         sa.Column("bank_reference", sa.String(length=64), nullable=True),
