@@ -304,3 +304,163 @@ def test_a_broken_profile_stops_the_service_at_start_naming_the_key(
     (folder / "national.toml").write_text(text)
     with pytest.raises(PolicyError, match="national.toml: limits.max_lessons"):
         Ledger.open(settings.model_copy(update={"policy_dir": folder}), migrate=False)
+
+
+def test_a_subject_spelt_differently_is_still_the_same_subject(world: World) -> None:
+    world.paid_contract(lessons=40, unit=1_000, subject="Math")
+    with pytest.raises(BalanceMaxLessons, match="61 undelivered math lessons"):
+        world.contract(lessons=21, unit=100, subject=" math ")
+    with pytest.raises(BalanceMaxLessons):
+        world.contract(lessons=21, unit=100, subject="ＭＡＴＨ")  # full-width letters
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [(date(2027, 1, 31), date(2027, 4, 30)), (date(2026, 11, 30), date(2027, 2, 28))],
+)
+def test_a_course_from_a_month_end_may_run_to_the_month_end_three_months_later(
+    world: World, start: date, end: date
+) -> None:
+    world.set_clock(world.now() + (start - START))
+    world.contract(lessons=10, unit=1_000, start=start, end=end)
+
+
+def test_a_profile_change_does_not_change_the_advance_of_a_signed_contract(world: World) -> None:
+    from dataclasses import replace
+
+    contract_id = world.contract(world.advance, lessons=20, unit=LESSON)
+    policies = world.ctx.policies
+    policies._cache["advance"] = replace(policies.get("advance"), advance_bp=5_000)  # type: ignore[attr-defined]
+    world.pay(contract_id)
+    assert world.get(Contract, contract_id).advance_fen == 22_500  # 7.5% as signed, not 50%
+
+
+def test_risk_deposits_and_receipts_share_one_set_of_bank_references(world: World) -> None:
+    world.do(
+        contracts.lodge_risk_deposit,
+        bank_id=world.bank,
+        institution_id=world.school,
+        amount_fen=100_000,
+        bank_reference="DEP-1",
+    )
+    with pytest.raises(DuplicateBankReference):
+        world.do(
+            contracts.lodge_risk_deposit,
+            bank_id=world.bank,
+            institution_id=world.school,
+            amount_fen=100_000,
+            bank_reference="DEP-1",
+        )
+    with pytest.raises(DuplicateBankReference):
+        world.do(
+            contracts.book_receipt,
+            bank_id=world.bank,
+            contract_id=world.contract(),
+            amount_fen=300_000,
+            bank_reference="DEP-1",
+            payer=PayerType.PARENT,
+        )
+    assert world.acct(AccountKind.RISK_DEPOSIT) == 100_000
+
+
+def test_a_non_default_profile_that_is_broken_also_stops_the_start(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from ledger.policy import POLICY_DIR, PolicyError
+    from ledger.runtime import Ledger
+
+    folder = tmp_path / "extra"
+    folder.mkdir()
+    text = (
+        (POLICY_DIR / "national.toml").read_text().replace('name = "national"', 'name = "city"', 1)
+    )
+    (folder / "city.toml").write_text(text.replace("basis_points = 0", "basis_points = 10001", 1))
+    with pytest.raises(PolicyError, match="city.toml: advance.basis_points"):
+        Ledger.open(settings.model_copy(update={"policy_dir": folder}), migrate=False)
+
+
+def _terms(world: World, **change: object) -> contracts.Terms:
+    base = {
+        "institution_id": world.school,
+        "student_id": world.student,
+        "subject": "art",
+        "course_name": "art",
+        "lessons": 10,
+        "unit_price_fen": 1_000,
+        "start_date": START,
+        "end_date": START + timedelta(days=30),
+    }
+    base.update(change)
+    return contracts.Terms(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"subject": None},
+        {"subject": "art\x00"},
+        {"course_name": "x" * 201},
+        {"lessons": "3"},
+        {"lessons": 2.0},
+        {"lessons": True},
+        {"unit_price_fen": 10**30},
+        {"start_date": date(9999, 11, 1), "end_date": date(9999, 12, 1)},
+        {"start_date": "2026-09-01"},
+        {"class_size": 10**12},
+    ],
+)
+def test_malformed_contract_input_is_an_invalid_request(
+    world: World, change: dict[str, object]
+) -> None:
+    with pytest.raises(InvalidRequest):
+        world.do(contracts.create_contract, parent_id=world.parent, terms=_terms(world, **change))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("amount_fen", -1), ("amount_fen", 1.5), ("payer", "bogus"), ("bank_reference", None)],
+)
+def test_malformed_receipts_are_invalid_requests_even_from_a_lender(
+    world: World, field: str, value: object
+) -> None:
+    kwargs: dict[str, object] = {
+        "bank_id": world.bank,
+        "contract_id": world.contract(),
+        "amount_fen": 300_000,
+        "bank_reference": "R-1",
+        "payer": PayerType.LENDER,
+    }
+    kwargs[field] = value
+    with pytest.raises(InvalidRequest):
+        world.do(contracts.book_receipt, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", None),
+        ("licence", "foo"),
+        ("policy", "shanghai"),
+        ("district", "a b"),
+        ("is_new", "no"),
+        ("risk_deposit_fen", -1),
+    ],
+)
+def test_malformed_institution_registration_is_an_invalid_request(
+    world: World, field: str, value: object
+) -> None:
+    from ledger.escrow import parties
+
+    kwargs: dict[str, object] = {
+        "name": "x",
+        "licence": "academic",
+        "district": "d",
+        "bank_id": world.bank,
+        "escrow_account": "E",
+        "settlement_account": "S",
+        "is_new": False,
+        "actor": "admin:a",
+    }
+    kwargs[field] = value
+    with pytest.raises(InvalidRequest):
+        world.do(parties.register_institution, **kwargs)

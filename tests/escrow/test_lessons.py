@@ -11,6 +11,7 @@ from ledger.errors import (
     ConfirmationWindowClosed,
     ContractNotActive,
     InstitutionNotActive,
+    InvalidRequest,
     LessonBeforeStart,
     LessonInFuture,
     LessonNotOpen,
@@ -237,3 +238,35 @@ def test_advance_shares_add_up_to_the_advance_to_the_fen(world: World) -> None:
     assert world.acct(AccountKind.ADVANCE, world.advance) == 0
     assert world.acct(AccountKind.PENDING, world.advance) == 299_900 - 22_492
     assert world.owed(contract_id) == 0
+
+
+def test_a_retried_batch_answers_as_before_even_after_a_freeze(world: World) -> None:
+    contract_id = world.paid_contract()
+    report = LessonReport(contract_id, "RETRY-1", world.now(), "teacher-1")
+    [first] = world.do(lessons.report_lessons, institution_id=world.school, reports=[report])
+    world.freeze(world.school)
+    [again] = world.do(lessons.report_lessons, institution_id=world.school, reports=[report])
+    assert again.id == first.id
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        LessonReport("ctr_x", "L 1", datetime(2026, 9, 1, tzinfo=UTC), "t"),
+        LessonReport("ctr_x", "L1", datetime(2026, 9, 1), "t"),  # naive
+        LessonReport("ctr_x", "L1", datetime(2026, 9, 1, tzinfo=UTC), None),  # type: ignore[arg-type]
+        LessonReport(None, "L1", datetime(2026, 9, 1, tzinfo=UTC), "t"),  # type: ignore[arg-type]
+    ],
+)
+def test_malformed_lesson_reports_are_invalid_requests(world: World, report: LessonReport) -> None:
+    with pytest.raises(InvalidRequest):
+        world.do(lessons.report_lessons, institution_id=world.school, reports=[report])
+
+
+def test_a_dispute_needs_a_reason(world: World) -> None:
+    [lesson] = world.report(world.paid_contract())
+    for reason in (None, "  ", "x" * 501):
+        with pytest.raises(InvalidRequest):
+            world.do(
+                lessons.dispute_lesson, parent_id=world.parent, lesson_id=lesson.id, reason=reason
+            )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -25,7 +25,8 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select
 
-from ledger.entities import Contract, Lesson, Refund
+from ledger.allocation import allocate, next_share, portion
+from ledger.entities import Contract, Lesson, LicenceType, Refund
 from ledger.errors import LedgerError
 from ledger.escrow import contracts, lessons, parties, refunds, supervision
 from ledger.escrow.contracts import Terms
@@ -50,7 +51,12 @@ class EscrowMachine(RuleBasedStateMachine):
         super().__init__()
         w = self.world
         # Examples share one database: each gets its own institutions and family.
-        self.institutions = [w.institution("national"), w.institution("advance")]
+        self.institutions = [
+            w.institution("national"),
+            w.institution("advance"),
+            w.institution("ningbo", licence=LicenceType.ACADEMIC, district="haishu"),
+        ]
+        self.successor = w.institution("national")
         self.parent = w.do(parties.register_parent, name="P", phone=None, actor="admin:t").id
         self.student = w.do(
             parties.register_student, parent_id=self.parent, name="S", actor="admin:t"
@@ -58,6 +64,8 @@ class EscrowMachine(RuleBasedStateMachine):
 
         self.frozen = ""
         self.freezes = 0
+        self.ended = False
+        self.deposits = 0
 
     def ref(self, prefix: str) -> str:
         return f"{prefix}{next(_REFS)}"
@@ -84,7 +92,7 @@ class EscrowMachine(RuleBasedStateMachine):
 
     @rule(
         target=contracts,
-        institution=st.integers(0, 1),
+        institution=st.integers(0, 2),
         lessons_=st.integers(1, 12),
         price=prices,
         starts_in=st.integers(-10, 3),
@@ -107,6 +115,7 @@ class EscrowMachine(RuleBasedStateMachine):
                 unit_price_fen=price,
                 start_date=start,
                 end_date=start + timedelta(days=60),
+                class_size=12 if institution == 2 else None,
             ),
         )
         if created is None:
@@ -118,6 +127,33 @@ class EscrowMachine(RuleBasedStateMachine):
     @rule(contract=contracts)
     def pay_later(self, contract: str) -> None:
         self.pay(contract)
+
+    @rule(contract=contracts)
+    def lender_pays(self, contract: str) -> None:
+        self.attempt(
+            contracts.book_receipt,
+            bank_id=self.world.bank,
+            contract_id=contract,
+            amount_fen=1_000,
+            bank_reference=self.ref("L"),
+            payer="lender",
+        )
+
+    @rule(contract=contracts)
+    def cancel(self, contract: str) -> None:
+        self.attempt(contracts.cancel_contract, parent_id=self.parent, contract_id=contract)
+
+    @precondition(lambda self: self.deposits < 2)
+    @rule(institution=st.integers(0, 2), amount=st.integers(1, 50_000))
+    def lodge_deposit(self, institution: int, amount: int) -> None:
+        self.deposits += 1
+        self.attempt(
+            contracts.lodge_risk_deposit,
+            bank_id=self.world.bank,
+            institution_id=self.institutions[institution],
+            amount_fen=amount,
+            bank_reference=self.ref("D"),
+        )
 
     def pay(self, contract: str) -> None:
         with self.world.read() as session:
@@ -226,12 +262,12 @@ class EscrowMachine(RuleBasedStateMachine):
         self.world.do(lessons.auto_confirm)
         self.world.do(refunds.auto_approve_refunds)
 
-    @rule(institution=st.integers(0, 1))
+    @rule(institution=st.integers(0, 2))
     def settle_and_pay_out(self, institution: int) -> None:
         pay_out_releasable(self.world, self.institutions[institution])
 
     @precondition(lambda self: not self.frozen and self.freezes < 2)
-    @rule(institution=st.integers(0, 1))
+    @rule(institution=st.integers(0, 2))
     def freeze(self, institution: int) -> None:
         done = self.attempt(
             supervision.freeze,
@@ -253,6 +289,31 @@ class EscrowMachine(RuleBasedStateMachine):
         )
         self.frozen = ""
 
+    @precondition(lambda self: not self.ended)
+    @rule(institution=st.integers(0, 2), transfer=st.booleans())
+    def end_an_institution(self, institution: int, transfer: bool) -> None:
+        """Wind one down, or hand its contracts to the successor (once per example)."""
+        if transfer:
+            done = self.attempt(
+                supervision.approve_transfer,
+                regulator_id=self.world.regulator,
+                from_institution_id=self.institutions[institution],
+                to_institution_id=self.successor,
+                reason="merger",
+            )
+        else:
+            done = self.attempt(
+                supervision.wind_down,
+                regulator_id=self.world.regulator,
+                institution_id=self.institutions[institution],
+                reason="closing",
+            )
+        self.ended = done is not None
+
+    @rule(contract=contracts)
+    def decline_transfer(self, contract: str) -> None:
+        self.attempt(supervision.decline_transfer, parent_id=self.parent, contract_id=contract)
+
     @invariant()
     def every_invariant_holds(self) -> None:
         self.world.check()
@@ -263,9 +324,41 @@ def test_any_sequence_of_escrow_operations_keeps_every_invariant(ledger: Ledger)
     run_state_machine_as_test(
         EscrowMachine,
         settings=settings(
-            max_examples=15,
+            max_examples=20,
             stateful_step_count=50,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    total=st.integers(0, 10**9),
+    parts=st.integers(1, 200),
+    refunds_at=st.lists(st.integers(1, 200), max_size=5),
+)
+def test_lesson_by_lesson_shares_are_the_largest_remainder_split(
+    total: int, parts: int, refunds_at: list[int]
+) -> None:
+    """next_share lesson by lesson hands out exactly allocate(); refunds on the way lose nothing."""
+    remaining, left, shares = total, parts, []
+    while left:
+        share = next_share(remaining, left)
+        shares.append(share)
+        remaining, left = remaining - share, left - 1
+    assert shares == allocate(total, parts)
+    remaining, left, taken = total, parts, 0
+    for cut in refunds_at:
+        if left == 0:
+            break
+        k = min(cut, left)
+        piece = portion(remaining, k, left)
+        remaining, left, taken = remaining - piece, left - k, taken + piece
+        if left:
+            share = next_share(remaining, left)
+            remaining, left, taken = remaining - share, left - 1, taken + share
+    while left:
+        share = next_share(remaining, left)
+        remaining, left, taken = remaining - share, left - 1, taken + share
+    assert (remaining, taken) == (0, total)

@@ -212,3 +212,35 @@ def test_uneven_pro_rata_refunds_add_up_exactly(world: World) -> None:
     contract = world.get(Contract, contract_id)
     assert contract.lessons_remaining == 0
     assert (first.advance_due_fen or 0) + (second.advance_due_fen or 0) + 2 * 1_125 == 7_874
+
+
+def test_a_request_made_before_the_start_keeps_the_before_start_payout_period(world: World) -> None:
+    contract_id = world.paid_contract(world.beijing, lessons=10, unit=5_000, start=date(2026, 9, 3))
+    refund = world.request_refund(contract_id)
+    assert refund.before_start
+    world.set_clock(shanghai(2026, 9, 4, 10))  # answered after the course started
+    approved = world.approve(refund)
+    assert approved.pay_by == shanghai(2026, 9, 10, 0, 0)  # Beijing: 5 days, not 15
+
+
+def test_a_rejection_keeps_the_parents_reason_and_records_the_answer(world: World) -> None:
+    contract_id = world.paid_contract()
+    world.report(contract_id)
+    refund = world.do(
+        refunds.request_refund,
+        parent_id=world.parent,
+        contract_id=contract_id,
+        lessons=2,
+        reason="moving away",
+    )
+    world.do(refunds.reject_refund, institution_id=world.school, refund_id=refund.id, reason="no")
+    rejected = world.get(Refund, refund.id)
+    assert (rejected.reason, rejected.answer) == ("moving away", "no")
+
+
+@pytest.mark.parametrize("count", ["3", 2.0, 0, -1, True])
+def test_a_malformed_number_of_lessons_is_an_invalid_request(world: World, count: object) -> None:
+    contract_id = world.paid_contract()
+    world.report(contract_id)
+    with pytest.raises(InvalidRequest):
+        world.request_refund(contract_id, count)  # type: ignore[arg-type]

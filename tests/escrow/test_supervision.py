@@ -15,7 +15,8 @@ from ledger.entities import (
     RefundStatus,
 )
 from ledger.errors import InstitutionNotActive, InvalidState, NotFound, TransferWindowClosed
-from ledger.escrow import supervision
+from ledger.escrow import lessons as lessons_ops
+from ledger.escrow import refunds, supervision
 from ledger.models import LogEntry
 from tests.escrow.world import LESSON, World
 
@@ -198,4 +199,117 @@ def test_verify_reports_an_escrow_invariant_broken_behind_the_services_back(worl
     with world.ledger.engine.begin() as conn:  # put it back for the fixture's final check
         conn.execute(
             text("UPDATE contracts SET lessons_delivered = 2 WHERE id = :c"), {"c": contract_id}
+        )
+
+
+def test_a_lesson_voided_after_a_transfer_follows_its_contract_to_the_successor(
+    world: World,
+) -> None:
+    successor = world.institution("national", district="haishu")
+    contract_id = world.paid_contract(lessons=10, unit=LESSON)
+    [lesson] = world.report(contract_id)
+    world.do(
+        lessons_ops.dispute_lesson, parent_id=world.parent, lesson_id=lesson.id, reason="absent"
+    )
+    world.do(
+        supervision.approve_transfer,
+        regulator_id=world.regulator,
+        from_institution_id=world.school,
+        to_institution_id=successor,
+        reason="merger",
+    )
+    assert world.escrow(successor) == 9 * LESSON
+    world.do(lessons_ops.withdraw_lesson, institution_id=world.school, lesson_id=lesson.id)
+    assert world.owed(contract_id) == 10 * LESSON
+    assert world.escrow(successor) == 10 * LESSON  # the lesson's money moved with the contract
+    assert world.escrow() == 0
+    assert world.acct(AccountKind.PENDING) == 0
+    refund = world.do(supervision.decline_transfer, parent_id=world.parent, contract_id=contract_id)
+    assert refund.amount_fen == 10 * LESSON
+    world.do(refunds.pay_refund, bank_id=world.bank, refund_id=refund.id, bank_reference="RF-T")
+    assert world.escrow(successor) == 0
+
+
+def test_an_advance_share_returned_by_a_void_after_a_transfer_is_owed_by_the_old_operator(
+    world: World,
+) -> None:
+    successor = world.institution("national", district="haishu")
+    contract_id = world.paid_contract(world.advance, lessons=20, unit=LESSON)  # advance 22,500
+    [lesson] = world.report(contract_id)
+    assert lesson.advance_fen == 1_125
+    world.do(lessons_ops.dispute_lesson, parent_id=world.parent, lesson_id=lesson.id, reason="x")
+    world.do(
+        supervision.approve_transfer,
+        regulator_id=world.regulator,
+        from_institution_id=world.advance,
+        to_institution_id=successor,
+        reason="merger",
+    )
+    world.do(
+        lessons_ops.resolve_dispute,
+        regulator_id=world.regulator,
+        lesson_id=lesson.id,
+        for_institution=False,
+        note="no attendance record",
+    )
+    # the old operator's releasable money (its advance) repays every advance share it now owes
+    assert world.acct(AccountKind.ADVANCE_DUE, world.advance) == 0
+    assert world.acct(AccountKind.RELEASABLE, world.advance) == 22_500 - 21_375 - 1_125
+    assert world.owed(contract_id) == 20 * LESSON
+    world.report(contract_id)  # the successor delivers it, with no advance of its own
+    assert world.acct(AccountKind.ADVANCE, successor) == 0
+
+
+def test_a_lesson_voided_during_a_wind_down_is_refunded_at_once(world: World) -> None:
+    contract_id = world.paid_contract(lessons=10, unit=LESSON)
+    [lesson] = world.report(contract_id)
+    world.do(lessons_ops.dispute_lesson, parent_id=world.parent, lesson_id=lesson.id, reason="x")
+    world.do(
+        supervision.wind_down,
+        regulator_id=world.regulator,
+        institution_id=world.school,
+        reason="closed",
+    )
+    world.do(
+        lessons_ops.resolve_dispute,
+        regulator_id=world.regulator,
+        lesson_id=lesson.id,
+        for_institution=False,
+        note="not delivered",
+    )
+    assert world.owed(contract_id) == 0
+    assert world.acct(AccountKind.REFUND_PAYABLE) == 10 * LESSON
+
+
+def test_a_parent_answers_the_latest_of_two_transfers(world: World) -> None:
+    second = world.institution("national", district="haishu")
+    third = world.institution("national", district="haishu")
+    contract_id = world.paid_contract(lessons=10, unit=LESSON)
+    world.do(
+        supervision.approve_transfer,
+        regulator_id=world.regulator,
+        from_institution_id=world.school,
+        to_institution_id=second,
+        reason="first",
+    )
+    world.advance_clock(days=20)  # the first window has closed
+    world.do(
+        supervision.approve_transfer,
+        regulator_id=world.regulator,
+        from_institution_id=second,
+        to_institution_id=third,
+        reason="second",
+    )
+    refund = world.do(supervision.decline_transfer, parent_id=world.parent, contract_id=contract_id)
+    assert refund.institution_id == third
+
+
+def test_a_district_bureau_cannot_hand_contracts_to_another_district(world: World) -> None:
+    with pytest.raises(NotFound):
+        world.do(
+            supervision.approve_transfer,
+            regulator_id=world.district_regulator,
+            from_institution_id=world.school,
+            to_institution_id=world.academy,
+            reason="x",
         )
