@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -20,11 +20,17 @@ from ledger import keys, schema
 from ledger.clock import ManualClock
 from ledger.config import Settings
 from ledger.db import is_sqlite, make_engine, session_factory
+from ledger.entities import Institution
 from ledger.errors import LogKeyMismatch
 from ledger.models import LogEntry
 from ledger.money import Money
 from ledger.runtime import Ledger, check_key
 from ledger.verify import Report, count_entries, verify_database
+from settlement.engine import SettlementReport, preview
+from settlement.engine import settle as run_settle
+from settlement.payouts import export_csv, export_json
+from settlement.sweeps import run_sweeps
+from settlement.worker import Worker
 
 app = typer.Typer(
     help="tuition-escrow: supervised escrow for prepaid tuition.",
@@ -147,6 +153,10 @@ def serve(
     with_demo: Annotated[
         bool, typer.Option("--demo", help="Seed an empty database with the demo month first")
     ] = False,
+    scheduler: Annotated[
+        bool,
+        typer.Option(help="Run settlement and sweeps in this process (off if a worker runs them)"),
+    ] = True,
 ) -> None:
     """Start the HTTP service (migrating the database and creating the log key on first start)."""
     import uvicorn
@@ -160,14 +170,23 @@ def serve(
         else:
             _run_demo(settings)
     ledger = Ledger.open(settings, migrate=migrate)
+    worker = Worker(ledger) if scheduler and settings.scheduler else None
     err.print(
         f"tuition-escrow listening on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
         f"  database: {_masked(settings.database_url)}\n"
         f"  log: {ledger.key.name}, key id {ledger.key.key_id.hex()}"
     )
+    if worker is not None:
+        worker.start()
+        err.print(
+            f"  scheduler: settlement daily at {settings.settlement_time:%H:%M} {settings.timezone}, "
+            f"sweeps every {settings.sweep_minutes} min"
+        )
     try:
         uvicorn.run(create_app(ledger), host=host, port=port, log_level="info")
     finally:
+        if worker is not None:
+            worker.shutdown()
         ledger.close()
 
 
@@ -299,6 +318,194 @@ def key_export(
     else:
         out_file.write_text(text)
         err.print(f"public key of {key.name} written to {out_file}")
+
+
+def _open_current(settings: Settings) -> Ledger:
+    """Open a ledger whose schema is already current (commands never migrate on their own)."""
+    engine = make_engine(settings.database_url)
+    try:
+        current = schema.is_current(engine)
+    finally:
+        engine.dispose()
+    if not current:
+        err.print(
+            f"[red]the database schema is not at {schema.head_revision()}; run `escrow migrate`[/red]"
+        )
+        raise typer.Exit(2)
+    return Ledger.open(settings, migrate=False)
+
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _print_settlement(report: SettlementReport, *, dry_run: bool) -> None:
+    table = Table(
+        "institution",
+        "date",
+        "lessons",
+        "released",
+        "advance netted",
+        "payable",
+        "payout",
+        title="Settlement (dry run: nothing written)" if dry_run else "Settlement",
+    )
+    empty = 0
+    for batch in report.created:
+        if not batch.gross_fen and not batch.lessons:
+            empty += 1  # a day with nothing to release: recorded, not worth a line
+            continue
+        payout = next(
+            (p.id for p in report.payouts if p.batch_id == batch.id and not p.retry_of), ""
+        )
+        table.add_row(
+            batch.institution_id,
+            batch.business_date.isoformat(),
+            str(batch.lessons),
+            str(Money(batch.gross_fen)),
+            str(Money(batch.netted_fen)),
+            str(Money(batch.payable_fen)),
+            payout,
+        )
+    table.add_row(
+        "total",
+        "",
+        str(report.lessons),
+        str(Money(report.gross_fen)),
+        "",
+        str(Money(report.payable_fen)),
+        f"{len(report.payouts)} instructions",
+    )
+    out.print(table)
+    if empty:
+        out.print(f"{empty} institution-days had nothing to release (recorded as empty batches)")
+    for batch in report.existing:
+        out.print(
+            f"already settled: {batch.institution_id} {batch.business_date} "
+            f"({batch.lessons} lessons, {Money(batch.payable_fen)} payable)"
+        )
+    for retry in (p for p in report.payouts if p.retry_of):
+        out.print(
+            f"failed payout {retry.retry_of} instructed again as {retry.id} ({Money(retry.amount_fen)})"
+        )
+    if report.skipped_frozen:
+        out.print(f"frozen, skipped (money stays in escrow): {', '.join(report.skipped_frozen)}")
+    if report.not_due:
+        out.print(f"lag not yet passed: {', '.join(report.not_due)}")
+
+
+@app.command()
+def settle(
+    on: Annotated[
+        str | None,
+        typer.Option(
+            "--date", help="Settle up to this business date (YYYY-MM-DD); default: every due date"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be settled, write nothing")
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Settle releasable money into payouts, date by date, for every institution."""
+    through = _parse_date(on)
+    ledger = _open_current(_settings(database_url))
+    try:
+        if dry_run:
+            with ledger.sessions() as session:
+                report = preview(session, ledger.escrow, through=through)
+                _print_settlement(report, dry_run=True)
+                session.rollback()
+            return
+        with ledger.readers() as session:
+            total = int(session.scalar(select(func.count()).select_from(Institution)) or 0)
+        with Progress(
+            TextColumn("settling"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not err.is_terminal,
+        ) as bar:
+            task = bar.add_task("settle", total=total)
+            report = run_settle(
+                ledger.sessions,
+                ledger.escrow,
+                through=through,
+                between_institutions=lambda _i: bar.advance(task),
+            )
+        _print_settlement(report, dry_run=False)
+    finally:
+        ledger.close()
+
+
+@app.command()
+def sweep(database_url: DatabaseUrl = None) -> None:
+    """Run the deadline sweeps now: silence confirms, silence approves, refunds fall overdue."""
+    ledger = _open_current(_settings(database_url))
+    try:
+        report = run_sweeps(ledger.sessions, ledger.escrow)
+    finally:
+        ledger.close()
+    out.print(
+        f"{report.confirmed} lessons confirmed by silence, {report.approved} refunds approved by "
+        f"silence, {report.overdue} refunds newly overdue"
+    )
+
+
+@app.command()
+def worker(database_url: DatabaseUrl = None) -> None:
+    """Run only the scheduled jobs (settlement, sweeps), for deployments that split them off."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    settings = _settings(database_url)
+    ledger = _open_current(settings)
+    err.print(
+        f"escrow worker on {_masked(settings.database_url)}: settlement daily at "
+        f"{settings.settlement_time:%H:%M} {settings.timezone}, sweeps every "
+        f"{settings.sweep_minutes} min; catching up first"
+    )
+    runner = Worker(ledger, BlockingScheduler(timezone=settings.zone))
+    try:
+        runner.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        runner.shutdown()
+        ledger.close()
+
+
+@app.command()
+def payouts(
+    bank: Annotated[str, typer.Option("--bank", help="Custody bank id")],
+    on: Annotated[str, typer.Option("--date", help="Business date (YYYY-MM-DD)")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write here instead of standard output")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Export one bank's payout instructions for a business date (CSV or JSON)."""
+    day = _parse_date(on)
+    assert day is not None
+    if fmt not in ("csv", "json"):
+        raise typer.BadParameter("--format is csv or json")
+    ledger = _open_current(_settings(database_url))
+    try:
+        with ledger.readers() as session:
+            text = (export_csv if fmt == "csv" else export_json)(session, bank, day)
+    finally:
+        ledger.close()
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.write_text(text)
+        err.print(f"payout instructions of {bank} for {day} written to {out_file}")
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import threading
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import chinese_calendar  # type: ignore[import-untyped]
+import chinese_calendar
 
 from ledger.policy import Window
 

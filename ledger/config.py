@@ -8,6 +8,7 @@ deployments sharing the development default could be confused with each other.
 from __future__ import annotations
 
 import re
+from datetime import time
 from enum import StrEnum
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,6 +50,12 @@ class Settings(BaseSettings):
     """Name of the default regional policy profile (limits, windows, settlement lag)."""
     policy_dir: Path | None = None
     """A folder of the deployment's own ``<name>.toml`` profiles, searched before the shipped ones."""
+    settlement_time: time = time(2, 0)
+    """Local time (``timezone``) of the daily settlement run."""
+    sweep_minutes: int = 15
+    """How often the deadline sweeps run."""
+    scheduler: bool = True
+    """Run the scheduled jobs inside ``escrow serve``; turn off when a separate worker runs them."""
 
     @field_validator("database_url")
     @classmethod
@@ -83,6 +90,13 @@ class Settings(BaseSettings):
         if not _PROFILE.match(name):
             raise ValueError(f"ESCROW_POLICY_PROFILE: {name!r} is not a profile name")
         return name
+
+    @field_validator("sweep_minutes")
+    @classmethod
+    def _check_sweep_minutes(cls, minutes: int) -> int:
+        if not 1 <= minutes <= 1440:
+            raise ValueError("ESCROW_SWEEP_MINUTES must be within 1..1440")
+        return minutes
 
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Settings:

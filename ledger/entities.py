@@ -321,6 +321,8 @@ class Lesson(Base):
     reported_seq: Mapped[int] = mapped_column(BigInteger)
     decided_seq: Mapped[int | None] = mapped_column(BigInteger)
     """Seq of the entry that confirmed or voided it."""
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("settlement_batches.id"), index=True)
+    """The settlement batch that released it to the institution."""
 
     @property
     def pending_fen(self) -> int:
@@ -363,6 +365,8 @@ class Refund(Base):
     requested_seq: Mapped[int] = mapped_column(BigInteger)
     decided_seq: Mapped[int | None] = mapped_column(BigInteger)
     paid_seq: Mapped[int | None] = mapped_column(BigInteger)
+    overdue_seq: Mapped[int | None] = mapped_column(BigInteger)
+    """Set when the payout deadline passed with the refund unpaid: the regulator sees it."""
 
 
 class Receipt(Base):
@@ -421,3 +425,81 @@ class RiskDeposit(Base):
     institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class PayoutStatus(StrEnum):
+    """A payout instruction, from issue to the bank's answer."""
+
+    INSTRUCTED = "instructed"
+    """Sent to the custody bank; the money is still in escrow (payable)."""
+    EXECUTED = "executed"
+    """The bank paid the institution: the money left escrow."""
+    FAILED = "failed"
+    """The bank could not pay; the amount stays payable and the next run instructs it again."""
+
+
+class SettlementBatch(Base):
+    """One institution's settlement for one business date (T+1 by default).
+
+    Everything that became releasable up to the end of the date, less what earlier batches took,
+    moves to payable; cost advances owed back are netted first. A batch exists for every
+    (institution, date) the engine processed, even an empty one, so progress is auditable and a
+    rerun finds the date done.
+    """
+
+    __tablename__ = "settlement_batches"
+    __table_args__ = (
+        UniqueConstraint("institution_id", "business_date"),
+        CheckConstraint(
+            "gross_fen >= 0 AND netted_fen >= 0 AND netted_fen <= gross_fen", name="amounts"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"))
+    business_date: Mapped[date] = mapped_column(Date, index=True)
+    gross_fen: Mapped[int] = mapped_column(BigInteger)
+    """Taken from releasable."""
+    netted_fen: Mapped[int] = mapped_column(BigInteger)
+    """Part of it that repaid advances owed back (advance_due) instead of going to payable."""
+    lessons: Mapped[int] = mapped_column(Integer)
+    """How many confirmed lessons it covers."""
+    through_seq: Mapped[int] = mapped_column(BigInteger)
+    """The last log entry before the end of the business date: what the batch could see."""
+    released_fen: Mapped[int] = mapped_column(BigInteger)
+    """All money that had become releasable up to ``through_seq`` (net of all but settlements),
+    kept so that the next batch only sums what came after."""
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+    @property
+    def payable_fen(self) -> int:
+        return self.gross_fen - self.netted_fen
+
+
+class Payout(Base):
+    """An instruction to the custody bank to pay settled money to the institution's own account."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="amount_positive"),
+        Index("ix_payouts_bank_id_business_date", "bank_id", "business_date"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    """The end-to-end id the bank quotes back; unique across all payouts."""
+    batch_id: Mapped[str] = mapped_column(ForeignKey("settlement_batches.id"), index=True)
+    institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
+    bank_id: Mapped[str] = mapped_column(ForeignKey("banks.id"))
+    business_date: Mapped[date] = mapped_column(Date)
+    """The settlement date whose run issued it (a retry carries the date of the retrying run)."""
+    settlement_account: Mapped[str] = mapped_column(String(64))
+    escrow_account: Mapped[str] = mapped_column(String(64))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[PayoutStatus] = mapped_column(_enum(PayoutStatus, "payout_status"))
+    retry_of: Mapped[str | None] = mapped_column(ForeignKey("payouts.id"))
+    retried: Mapped[bool] = mapped_column(Boolean)
+    """A failed payout that a later instruction has taken over."""
+    bank_reference: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    instructed_seq: Mapped[int] = mapped_column(BigInteger)
+    answered_seq: Mapped[int | None] = mapped_column(BigInteger)

@@ -24,10 +24,12 @@ from ledger import schema
 from ledger.clock import ManualClock
 from ledger.config import Environment, Settings
 from ledger.db import make_engine
+from ledger.policy import POLICY_DIR
 from ledger.runtime import Ledger
 from tests import pgcluster
+from tests.escrow.world import World
 
-DB_FIXTURES = {"database_url", "engine", "ledger", "settings"}
+DB_FIXTURES = {"database_url", "engine", "ledger", "settings", "world"}
 TEST_LOG_NAME = "test.tuition-escrow.example/log"
 START = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai on a Tuesday
 
@@ -142,13 +144,51 @@ def clock() -> ManualClock:
     return ManualClock(START)
 
 
+ADVANCE_BASIS_POINTS = 750  # 7.5%: does not divide most prices evenly, on purpose
+
+
+def _derived_profile(folder: Path, name: str, replacements: dict[str, str]) -> None:
+    """A test profile: the national one with some values replaced (each must be found)."""
+    text = (
+        (POLICY_DIR / "national.toml")
+        .read_text()
+        .replace('name = "national"', f'name = "{name}"', 1)
+    )
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    (folder / f"{name}.toml").write_text(text)
+
+
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def policy_dir(tmp_path: Path) -> Path:
+    """Deployment profiles for tests: ``advance`` (national rules, 7.5% cost advance) and
+    ``working-t1`` (national rules, settlement one working day after release)."""
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    _derived_profile(
+        folder, "advance", {"basis_points = 0 ": f"basis_points = {ADVANCE_BASIS_POINTS} "}
+    )
+    _derived_profile(
+        folder,
+        "working-t1",
+        {
+            'settlement_lag = { days = 1, unit = "calendar" }': (
+                'settlement_lag = { days = 1, unit = "working" }'
+            )
+        },
+    )
+    return folder
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, policy_dir: Path) -> Settings:
     return Settings(
         environment=Environment.TEST,
         database_url=database_url,
         key_dir=tmp_path / "keys",
         log_name=TEST_LOG_NAME,
+        policy_dir=policy_dir,
     )
 
 
@@ -158,3 +198,11 @@ def ledger(settings: Settings, clock: ManualClock) -> Iterator[Ledger]:
     opened = Ledger.open(settings, clock=clock, migrate=False)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def world(ledger: Ledger) -> Iterator[World]:
+    """Parties under every profile; every invariant is checked again when the test ends."""
+    built = World(ledger)
+    yield built
+    built.check()

@@ -13,10 +13,11 @@ from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from ledger.accounts import CHART, AccountCode, AccountKind, OwnerKind
-from ledger.entities import Contract, Institution, Lesson, Refund
+from ledger.entities import Contract, Institution, Lesson, Refund, RefundStatus, Regulator
 from ledger.errors import InvalidRequest
 from ledger.escrow import inputs
 from ledger.escrow.contracts import contract_account, institution_account
+from ledger.escrow.parties import ALL_DISTRICTS
 from ledger.journal import balance
 from ledger.models import Account, LogEntry, Posting
 from ledger.money import Money
@@ -138,3 +139,16 @@ def balance_as_of(
         )
     )
     return Money(parsed.cls.type.normal_side.sign * int(total or 0), row.currency)
+
+
+def overdue_refunds(session: Session, regulator: Regulator) -> list[Refund]:
+    """Refunds past their payout deadline and still unpaid, in the regulator's jurisdiction."""
+    query = (
+        select(Refund)
+        .join(Institution, Institution.id == Refund.institution_id)
+        .where(Refund.status == RefundStatus.APPROVED, Refund.overdue_seq.is_not(None))
+        .order_by(Refund.pay_by)
+    )
+    if regulator.jurisdiction != ALL_DISTRICTS:
+        query = query.where(Institution.district == regulator.jurisdiction)
+    return list(session.scalars(query))

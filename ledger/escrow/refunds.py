@@ -343,3 +343,40 @@ def pay_refund(
     refund.bank_reference = bank_reference
     session.flush()
     return refund
+
+
+def mark_overdue_refunds(session: Session, ctx: Context, *, limit: int = AUTO_APPROVE_CHUNK) -> int:
+    """Flag every approved refund still unpaid after its payout deadline; returns how many.
+
+    Each gets one ``refund.overdue`` entry, once: the regulator sees it, and it stays flagged
+    after it is finally paid.
+    """
+    ctx.lock(session)
+    due = list(
+        session.scalars(
+            select(Refund)
+            .where(
+                Refund.status == RefundStatus.APPROVED,
+                Refund.overdue_seq.is_(None),
+                Refund.pay_by <= ctx.now(),
+            )
+            .order_by(Refund.pay_by, Refund.id)
+            .limit(limit)
+        )
+    )
+    for refund in due:
+        assert refund.pay_by is not None
+        refund.overdue_seq = ctx.record(
+            session,
+            "refund.overdue",
+            "system",
+            {
+                "refund": refund.id,
+                "contract": refund.contract_id,
+                "institution": refund.institution_id,
+                "amount": refund.amount_fen,
+                "pay_by": format_time(refund.pay_by),
+            },
+        ).seq
+    session.flush()
+    return len(due)

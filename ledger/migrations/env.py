@@ -25,6 +25,14 @@ def _render_item(type_: str, obj: Any, _context: Any) -> str | Literal[False]:
     return False
 
 
+# Tables other software owns in the same database: APScheduler creates and migrates its job store.
+FOREIGN_TABLES = frozenset({"apscheduler_jobs"})
+
+
+def _include_name(name: str | None, type_: str, _parents: Any) -> bool:
+    return not (type_ == "table" and name in FOREIGN_TABLES)
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -33,6 +41,7 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         render_item=_render_item,
+        include_name=_include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -33,7 +33,6 @@ from ledger.escrow.contracts import Terms
 from ledger.escrow.lessons import LessonReport
 from ledger.models import LogEntry
 from ledger.runtime import Ledger
-from tests.escrow.test_refunds import pay_out_releasable
 from tests.escrow.world import World
 
 prices = st.sampled_from([1, 7, 99, 14_995, 14_999, 15_000, 33_333])
@@ -256,7 +255,7 @@ class EscrowMachine(RuleBasedStateMachine):
 
     # --- time, settlement and regulators --------------------------------------------------------
 
-    @rule(days=st.integers(0, 12))
+    @rule(days=st.integers(0, 8))
     def time_passes(self, days: int) -> None:
         self.world.advance_clock(days=days, hours=1)
         self.world.do(lessons.auto_confirm)
@@ -264,7 +263,7 @@ class EscrowMachine(RuleBasedStateMachine):
 
     @rule(institution=st.integers(0, 2))
     def settle_and_pay_out(self, institution: int) -> None:
-        pay_out_releasable(self.world, self.institutions[institution])
+        self.world.pay_out_releasable(self.institutions[institution])
 
     @precondition(lambda self: not self.frozen and self.freezes < 2)
     @rule(institution=st.integers(0, 2))

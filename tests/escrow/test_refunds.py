@@ -8,43 +8,7 @@ from ledger.accounts import AccountKind
 from ledger.entities import Contract, ContractStatus, Refund, RefundKind, RefundStatus
 from ledger.errors import ContractNotActive, InvalidRequest, NotFound, RefundNotOpen
 from ledger.escrow import contracts, refunds
-from ledger.escrow.contracts import institution_account
-from ledger.journal import Posting
-from ledger.log import Event
-from ledger.money import Money
 from tests.escrow.world import LESSON, World, shanghai
-
-
-def pay_out_releasable(world: World, institution: str) -> int:
-    """What settlement and the bank's payout will do: releasable -> payable -> out of escrow."""
-    amount = world.acct(AccountKind.RELEASABLE, institution)
-    if not amount:
-        return 0
-    releasable = institution_account(AccountKind.RELEASABLE, institution)
-    payable = institution_account(AccountKind.PAYABLE, institution)
-    escrow = institution_account(AccountKind.ESCROW, institution)
-    with world.ledger.sessions.begin() as session:
-        world.ledger.log.append_many(
-            session,
-            [
-                Event(
-                    "settlement.batched",
-                    "system",
-                    {"amount": amount},
-                    (
-                        Posting.debit(releasable, Money(amount)),
-                        Posting.credit(payable, Money(amount)),
-                    ),
-                ),
-                Event(
-                    "payout.executed",
-                    "bank:test",
-                    {"amount": amount},
-                    (Posting.debit(payable, Money(amount)), Posting.credit(escrow, Money(amount))),
-                ),
-            ],
-        )
-    return amount
 
 
 def test_before_the_course_starts_a_refund_returns_everything(world: World) -> None:
@@ -185,7 +149,7 @@ def test_an_advance_already_paid_out_is_recovered_from_the_deposit_then_recorded
     world: World,
 ) -> None:
     contract_id = world.paid_contract(world.advance, lessons=20, unit=15_000)  # advance 22,500
-    assert pay_out_releasable(world, world.advance) == 22_500  # the institution got its advance
+    assert world.pay_out_releasable(world.advance) == 22_500  # the institution got its advance
     world.do(
         contracts.lodge_risk_deposit,
         bank_id=world.bank,

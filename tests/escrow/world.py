@@ -12,10 +12,20 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger.accounts import AccountKind
-from ledger.entities import Contract, Institution, Lesson, LicenceType, PayerType, Refund
+from ledger.entities import (
+    Contract,
+    Institution,
+    Lesson,
+    LicenceType,
+    PayerType,
+    Payout,
+    PayoutStatus,
+    Refund,
+)
 from ledger.escrow import contracts, lessons, parties, supervision
 from ledger.escrow import refunds as refund_ops
 from ledger.escrow.contracts import Terms, contract_account, institution_account
@@ -24,6 +34,8 @@ from ledger.escrow.lessons import LessonReport
 from ledger.journal import balance
 from ledger.runtime import Ledger
 from ledger.verify import verify_database
+from settlement import payouts
+from settlement.engine import SettlementReport, settle
 
 T = TypeVar("T")
 ADMIN = "admin:root"
@@ -216,6 +228,36 @@ class World:
 
     def escrow(self, institution: str | None = None) -> int:
         return self.acct(AccountKind.ESCROW, institution)
+
+    # --- settlement --------------------------------------------------------------------------
+
+    def settle(
+        self, through: date | None = None, institutions: list[str] | None = None
+    ) -> SettlementReport:
+        return settle(self.ledger.sessions, self.ctx, through=through, institutions=institutions)
+
+    def execute_payouts(self, institution: str | None = None) -> int:
+        """The bank pays every instructed payout (of one institution); returns the fen paid."""
+        with self.read() as session:
+            query = select(Payout).where(Payout.status == PayoutStatus.INSTRUCTED)
+            if institution is not None:
+                query = query.where(Payout.institution_id == institution)
+            instructed = list(session.scalars(query.order_by(Payout.instructed_seq)))
+        for payout in instructed:
+            World._refs += 1
+            self.do(
+                payouts.execute_payout,
+                bank_id=payout.bank_id,
+                payout_id=payout.id,
+                bank_reference=f"PAY-{World._refs}",
+            )
+        return sum(p.amount_fen for p in instructed)
+
+    def pay_out_releasable(self, institution: str) -> int:
+        """A day passes, settlement runs and the bank pays: what settlement and payout really do."""
+        self.advance_clock(days=1)
+        self.settle(institutions=[institution])
+        return self.execute_payouts(institution)
 
     def check(self) -> None:
         """Every invariant of DESIGN.md holds: the chain and balances (1, 2, 6), the escrow (3-5)."""
