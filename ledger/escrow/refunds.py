@@ -9,6 +9,8 @@ stays visible as ``advance_due`` and as the refund's ``shortfall``.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -104,6 +106,7 @@ def approve(
     actor: str,
     via: str,
     reserved: bool,
+    effective: datetime | None = None,
 ) -> Refund:
     """Fix the amount, move it to refund_payable and recover any advance; one log entry.
 
@@ -145,8 +148,9 @@ def approve(
         if refund.before_start
         else policy.refund_payout_after_start
     )
-    now = ctx.now()
-    refund.pay_by = ctx.deadline(now, window)
+    # Approval by silence takes effect when the answer window closed, however late the sweep ran:
+    # downtime must not lengthen the parent's wait for the money.
+    refund.pay_by = ctx.deadline(effective or ctx.now(), window)
     entry = ctx.record(
         session,
         "refund.approved",
@@ -246,6 +250,7 @@ def auto_approve_refunds(session: Session, ctx: Context, *, limit: int = AUTO_AP
             actor="system",
             via="silence",
             reserved=True,
+            effective=refund.answer_by,
         )
     return len(due)
 

@@ -26,13 +26,15 @@ from hypothesis.stateful import (
 from sqlalchemy import func, select
 
 from ledger.allocation import allocate, next_share, portion
-from ledger.entities import Contract, Lesson, LicenceType, Refund
+from ledger.entities import Contract, Lesson, LicenceType, Payout, PayoutStatus, Refund
 from ledger.errors import LedgerError
 from ledger.escrow import contracts, lessons, parties, refunds, supervision
 from ledger.escrow.contracts import Terms
 from ledger.escrow.lessons import LessonReport
-from ledger.models import LogEntry
+from ledger.models import Account, LogEntry, Posting
 from ledger.runtime import Ledger
+from settlement import payouts
+from settlement.sweeps import run_sweeps
 from tests.escrow.world import World
 
 prices = st.sampled_from([1, 7, 99, 14_995, 14_999, 15_000, 33_333])
@@ -64,6 +66,7 @@ class EscrowMachine(RuleBasedStateMachine):
         self.frozen = ""
         self.freezes = 0
         self.ended = False
+        self.steps = 0
         self.deposits = 0
 
     def ref(self, prefix: str) -> str:
@@ -258,8 +261,38 @@ class EscrowMachine(RuleBasedStateMachine):
     @rule(days=st.integers(0, 8))
     def time_passes(self, days: int) -> None:
         self.world.advance_clock(days=days, hours=1)
-        self.world.do(lessons.auto_confirm)
-        self.world.do(refunds.auto_approve_refunds)
+        run_sweeps(self.world.ledger.sessions, self.world.ctx)
+
+    @rule()
+    def settlement_runs(self) -> None:
+        """Settlement may run at any moment, as often as it likes: it only settles what is due."""
+        self.world.settle(institutions=self.institutions + [self.successor])
+
+    @rule(data=st.data())
+    def bank_answers_a_payout(self, data: st.DataObject) -> None:
+        with self.world.read() as session:
+            instructed = list(
+                session.scalars(
+                    select(Payout).where(
+                        Payout.status == PayoutStatus.INSTRUCTED,
+                        Payout.institution_id.in_(self.institutions + [self.successor]),
+                    )
+                )
+            )
+        if not instructed:
+            return
+        payout = data.draw(st.sampled_from(instructed))
+        if data.draw(st.booleans()):
+            self.attempt(
+                payouts.execute_payout,
+                bank_id=payout.bank_id,
+                payout_id=payout.id,
+                bank_reference=self.ref("X"),
+            )
+        else:
+            self.attempt(
+                payouts.fail_payout, bank_id=payout.bank_id, payout_id=payout.id, reason="bounced"
+            )
 
     @rule(institution=st.integers(0, 2))
     def settle_and_pay_out(self, institution: int) -> None:
@@ -288,7 +321,7 @@ class EscrowMachine(RuleBasedStateMachine):
         )
         self.frozen = ""
 
-    @precondition(lambda self: not self.ended)
+    @precondition(lambda self: not self.ended and self.steps > 25)
     @rule(institution=st.integers(0, 2), transfer=st.booleans())
     def end_an_institution(self, institution: int, transfer: bool) -> None:
         """Wind one down, or hand its contracts to the successor (once per example)."""
@@ -315,7 +348,34 @@ class EscrowMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_invariant_holds(self) -> None:
+        self.steps += 1  # institutions may only be ended late in a run, after business happened
         self.world.check()
+
+    @invariant()
+    def money_in_equals_money_out_plus_money_held(self) -> None:
+        """Received = paid out to institutions + refunded to parents + still in escrow."""
+        with self.world.read() as session:
+            moved = dict(
+                session.execute(
+                    select(LogEntry.type, func.sum(Posting.amount))
+                    .join(Posting, Posting.seq == LogEntry.seq)
+                    .join(Account, Account.id == Posting.account_id)
+                    .where(Account.code.like("escrow:%"))
+                    .group_by(LogEntry.type)
+                ).all()
+            )
+            held = int(
+                session.scalar(
+                    select(func.coalesce(func.sum(Account.balance), 0)).where(
+                        Account.code.like("escrow:%")
+                    )
+                )
+                or 0
+            )
+        received = int(moved.get("receipt.booked", 0)) + int(moved.get("risk_deposit.lodged", 0))
+        paid_out = -int(moved.get("payout.executed", 0))
+        refunded = -int(moved.get("refund.paid", 0))
+        assert received == paid_out + refunded + held
 
 
 def test_any_sequence_of_escrow_operations_keeps_every_invariant(ledger: Ledger) -> None:
