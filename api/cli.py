@@ -98,7 +98,7 @@ def _print_demo(summary: DemoSummary) -> None:
         "contracts",
         "lessons",
         "confirmed",
-        "releasable",
+        "paid out",
         "refunds",
         "refunded",
         "escrow",
@@ -112,7 +112,7 @@ def _print_demo(summary: DemoSummary) -> None:
             str(row.contracts),
             str(row.lessons),
             str(row.confirmed),
-            str(Money(row.releasable_fen)),
+            str(Money(row.paid_out_fen)),
             str(row.refunds),
             str(Money(row.refunded_fen)),
             str(Money(row.escrow_fen)),
@@ -122,6 +122,7 @@ def _print_demo(summary: DemoSummary) -> None:
     for refused in summary.refused:
         out.print(f"refused at signing: {refused}")
     out.print(f"lender payments marked for return: {summary.returned_receipts}")
+    out.print(f"payouts bounced by a bank and retried: {summary.failed_payouts}")
     if summary.report is not None:
         _print_report(summary.report)
     for problem in summary.invariant_problems:

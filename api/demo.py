@@ -6,8 +6,10 @@ are reported every evening, parents confirm some and let silence confirm others,
 disputed and withdrawn and another resolved by the regulator, refunds are asked before and after
 courses start (one rejected, one approved by silence), a lender's payment is returned, and a
 contract beyond the limits is refused. One institution stops teaching, draws refund requests, is
-frozen and then wound down. Everything goes through the same services the API uses, with the clock
-moved forward, and the run ends with a full verification.
+frozen and then wound down. Settlement runs every night at 02:00 and the banks pay the
+instructions at 10:00 (one payout bounces and is retried the next night). Everything goes through
+the same services the API uses, with the clock moved forward, and the run ends with a full
+verification.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ledger.accounts import AccountKind
 from ledger.clock import ManualClock
@@ -31,6 +33,8 @@ from ledger.entities import (
     LessonStatus,
     LicenceType,
     PayerType,
+    Payout,
+    PayoutStatus,
     Refund,
     RefundStatus,
 )
@@ -41,6 +45,9 @@ from ledger.escrow.invariants import check_all
 from ledger.escrow.lessons import LessonReport
 from ledger.runtime import Ledger
 from ledger.verify import Report, verify_database
+from settlement import payouts
+from settlement.engine import settle
+from settlement.sweeps import run_sweeps
 
 T = TypeVar("T")
 DAYS = 31
@@ -85,7 +92,8 @@ class InstitutionRow:
     contracts: int
     lessons: int
     confirmed: int
-    releasable_fen: int
+    paid_out_fen: int
+    """Settled and paid to the institution by its bank."""
     refunds: int
     refunded_fen: int
     escrow_fen: int
@@ -99,6 +107,7 @@ class DemoSummary:
     institutions: list[InstitutionRow] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     returned_receipts: int = 0
+    failed_payouts: int = 0
     entries: int = 0
     report: Report | None = None
     invariant_problems: list[str] = field(default_factory=list)
@@ -453,21 +462,53 @@ class _Month:
 
     def sweep(self, day: int) -> None:
         self.at(day, 23, 30)
-        while self.do(lessons.auto_confirm) == lessons.AUTO_CONFIRM_CHUNK:
-            pass
-        while self.do(refunds.auto_approve_refunds) == refunds.AUTO_APPROVE_CHUNK:
-            pass
+        run_sweeps(self.ledger.sessions, self.ctx)
+
+    def settle(self, day: int) -> None:
+        """The nightly run: yesterday's confirmed lessons become payouts (T+1)."""
+        self.at(day, 2)
+        settle(self.ledger.sessions, self.ctx)
+
+    def banks_pay_institutions(self, day: int) -> None:
+        """The banks execute the night's payout instructions; one bounces and is retried."""
+        with self.ledger.readers() as session:
+            instructed = list(
+                session.scalars(
+                    select(Payout)
+                    .where(Payout.status == PayoutStatus.INSTRUCTED)
+                    .order_by(Payout.instructed_seq)
+                )
+            )
+        for index, payout in enumerate(instructed):
+            if day == 8 and index == 0:
+                self.do(
+                    payouts.fail_payout,
+                    bank_id=payout.bank_id,
+                    payout_id=payout.id,
+                    reason="收款账户户名不符",
+                )
+                self.summary.failed_payouts += 1
+                continue
+            self.do(
+                payouts.execute_payout,
+                bank_id=payout.bank_id,
+                payout_id=payout.id,
+                bank_reference=self.ref("PAY"),
+            )
 
     def run(self) -> DemoSummary:
         self.setup()
         self.sign_contracts()
         for day in range(DAYS):
+            if day:
+                self.settle(day)
             self.at(day, 9)
             if day < 2:
                 self.collect_payments(day)
             if day:
                 self.parents_answer(day)
             self.at(day, 10)
+            self.banks_pay_institutions(day)
             self.story(day)
             self.at(day, 15)
             self.banks_pay_refunds()
@@ -508,7 +549,15 @@ class _Month:
                         contracts=sum(c.paid_seq is not None for c in all_contracts),
                         lessons=len(all_lessons),
                         confirmed=sum(x.status is LessonStatus.CONFIRMED for x in all_lessons),
-                        releasable_fen=accounts[AccountKind.RELEASABLE].amount,
+                        paid_out_fen=int(
+                            session.scalar(
+                                select(func.coalesce(func.sum(Payout.amount_fen), 0)).where(
+                                    Payout.institution_id == institution.id,
+                                    Payout.status == PayoutStatus.EXECUTED,
+                                )
+                            )
+                            or 0
+                        ),
                         refunds=len(all_refunds),
                         refunded_fen=sum(r.amount_fen or 0 for r in all_refunds),
                         escrow_fen=accounts[AccountKind.ESCROW].amount,

@@ -53,6 +53,8 @@ def test_the_demo_tells_the_whole_story(demo: tuple[Ledger, DemoSummary]) -> Non
     ledger, summary = demo
     assert summary.refused == ["rules/max-lessons: 72 lessons requested; the limit is 60"]
     assert summary.returned_receipts == 1
+    assert summary.failed_payouts == 1
+    assert all(row.paid_out_fen > 0 for row in summary.institutions)
     with ledger.readers() as session:
         types = Counter(session.scalars(select(LogEntry.type)))
         statuses = {i.name: i.status for i in session.scalars(select(Institution))}
@@ -82,6 +84,10 @@ def test_the_demo_tells_the_whole_story(demo: tuple[Ledger, DemoSummary]) -> Non
         r.lessons >= 10 and r.kind is RefundKind.REQUESTED for r in refunds
     )  # a whole package
     assert sum(types[t] for t in ("lesson.reported",)) > 200
+    assert types["settlement.batched"] >= 3 * 29  # every institution, every night after the first
+    assert types["payout.failed"] == 1
+    assert types["payout.instructed"] == 1  # the retry of the bounced payout
+    assert types["payout.executed"] > 30
 
 
 def test_escrow_demo_refuses_a_database_that_is_not_empty(tmp_path: Path) -> None:
