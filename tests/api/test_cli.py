@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -121,34 +120,59 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_starts_on_a_fresh_folder_and_answers_health_checks(tmp_path: Path) -> None:
-    port = _free_port()
+def _spawn(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESCROW_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api", "serve", "--port", str(port)],
+    return subprocess.Popen(
+        [sys.executable, "-m", "api", *args],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def _wait_for(process: subprocess.Popen[str], marker: str) -> list[str]:
+    """Read the process's output line by line (blocking, no sleeping) until ``marker`` appears."""
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            return seen
+    pytest.fail(f"the process ended before printing {marker!r}:\n{''.join(seen)}")
+
+
+def test_serve_starts_on_a_fresh_folder_and_answers_health_checks(tmp_path: Path) -> None:
+    port = _free_port()
+    process = _spawn(tmp_path, "serve", "--port", str(port))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"escrow serve did not start:\n{process.stdout.read() if process.stdout else ''}"
-                    )
-                time.sleep(0.1)
+        seen = _wait_for(process, "Application startup complete")
+        response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert response.status_code == 200
         assert response.json()["log_size"] == 1
         assert (tmp_path / "var" / "escrow.db").exists()
         assert (tmp_path / "var" / "keys" / "log-ed25519.pem").exists()
     finally:
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=15)
+        rest, _ = process.communicate(timeout=15)
+    output = "".join(seen) + rest
     assert f"listening on http://127.0.0.1:{port}" in output
+    assert "scheduler: settlement daily at 02:00 Asia/Shanghai" in output
+    assert process.returncode == 0
+
+
+def test_worker_runs_the_jobs_alone_and_stops_cleanly(tmp_path: Path) -> None:
+    assert (
+        runner.invoke(
+            app, ["migrate", "--database-url", f"sqlite:///{tmp_path / 'var' / 'escrow.db'}"]
+        ).exit_code
+        == 0
+    )
+    process = _spawn(tmp_path, "worker")
+    try:
+        _wait_for(process, "catching up first")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=15)
+    assert process.returncode == 0
