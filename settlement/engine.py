@@ -115,7 +115,13 @@ def _dates(first: date, last: date) -> Iterator[date]:
 
 
 def _seq_before(session: Session, instant: datetime) -> int:
-    found = session.scalar(select(func.max(LogEntry.seq)).where(LogEntry.time < instant))
+    """The last seq appended before ``instant`` (one probe of the (time, seq) index)."""
+    found = session.scalar(
+        select(LogEntry.seq)
+        .where(LogEntry.time < instant)
+        .order_by(LogEntry.time.desc(), LogEntry.seq.desc())
+        .limit(1)
+    )
     return -1 if found is None else int(found)
 
 

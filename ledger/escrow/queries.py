@@ -113,7 +113,12 @@ def institution_accounts(session: Session, institution: Institution) -> dict[Acc
 
 def seq_at(session: Session, at: datetime) -> int:
     """The last seq appended at or before ``at`` (-1 if none); times never go backwards."""
-    found = session.scalar(select(func.max(LogEntry.seq)).where(LogEntry.time <= at))
+    found = session.scalar(
+        select(LogEntry.seq)
+        .where(LogEntry.time <= at)
+        .order_by(LogEntry.time.desc(), LogEntry.seq.desc())
+        .limit(1)
+    )
     return -1 if found is None else int(found)
 
 

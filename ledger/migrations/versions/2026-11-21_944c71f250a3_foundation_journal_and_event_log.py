@@ -190,7 +190,7 @@ def upgrade() -> None:
         sa.Column("hash", sa.LargeBinary(length=32), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_log_entries")),
     )
-    op.create_index(op.f("ix_log_entries_time"), "log_entries", ["time"])
+    op.create_index("ix_log_entries_time_seq", "log_entries", ["time", "seq"])
     op.create_table(
         "postings",
         sa.Column("id", BigIntPK, nullable=False),
