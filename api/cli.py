@@ -4,32 +4,28 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
 
+from api import cli_settlement
+from api.cli_common import DatabaseUrl, err, masked, out, settings_for
 from api.demo import DemoSummary, build_demo, demo_start
 from ledger import keys, schema
 from ledger.clock import ManualClock
 from ledger.config import Settings
 from ledger.db import is_sqlite, make_engine, session_factory
-from ledger.entities import Institution
 from ledger.errors import LogKeyMismatch
 from ledger.models import LogEntry
 from ledger.money import Money
 from ledger.runtime import Ledger, check_key
 from ledger.verify import Report, count_entries, verify_database
-from settlement.engine import SettlementReport, preview
-from settlement.engine import settle as run_settle
-from settlement.payouts import export_csv, export_json
-from settlement.sweeps import run_sweeps
 from settlement.worker import Worker
 
 app = typer.Typer(
@@ -40,25 +36,7 @@ app = typer.Typer(
 key_app = typer.Typer(help="The log's Ed25519 signing key.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 
-# Piped output (CI logs, files) gets a wide fixed width instead of rich's 80-column default.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", help="SQLAlchemy URL; default ESCROW_DATABASE_URL or ./var/escrow.db"
-    ),
-]
-PROGRESS_THRESHOLD = 50_000
-
-
-def _settings(database_url: str | None) -> Settings:
-    return Settings(database_url=database_url) if database_url else Settings()
-
-
-def _masked(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+PROGRESS_THRESHOLD = 50_000  # entries; shorter verifications finish before a bar is useful
 
 
 def _log_size(settings: Settings) -> int:
@@ -80,7 +58,7 @@ def _run_demo(settings: Settings) -> DemoSummary:
     clock = ManualClock(demo_start(datetime.now(UTC), settings.zone))
     err.print(
         f"building the demo month ({clock.now():%Y-%m-%d} onwards) in "
-        f"{_masked(settings.database_url)} ..."
+        f"{masked(settings.database_url)} ..."
     )
     ledger = Ledger.open(settings, clock=clock)
     try:
@@ -132,11 +110,11 @@ def _print_demo(summary: DemoSummary) -> None:
 @app.command()
 def demo(database_url: DatabaseUrl = None) -> None:
     """Build a realistic month (3 institutions, 30 families) in an empty database, then verify it."""
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     size = _log_size(settings)
     if size:
         err.print(
-            f"[red]{_masked(settings.database_url)} already holds {size} log entries; the demo "
+            f"[red]{masked(settings.database_url)} already holds {size} log entries; the demo "
             "builds a fresh database: give --database-url of an empty one "
             "(e.g. sqlite:///./var/demo.db)[/red]"
         )
@@ -164,7 +142,7 @@ def serve(
 
     from api.app import create_app
 
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     if with_demo:
         if _log_size(settings):
             err.print("--demo: the database is not empty; serving it as it is, without demo data")
@@ -174,7 +152,7 @@ def serve(
     worker = Worker(ledger) if scheduler and settings.scheduler else None
     err.print(
         f"tuition-escrow listening on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
-        f"  database: {_masked(settings.database_url)}\n"
+        f"  database: {masked(settings.database_url)}\n"
         f"  log: {ledger.key.name}, key id {ledger.key.key_id.hex()}"
     )
     if worker is not None:
@@ -194,11 +172,11 @@ def serve(
 @app.command()
 def migrate(database_url: DatabaseUrl = None) -> None:
     """Bring the database schema up to date."""
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     engine = make_engine(settings.database_url)
     try:
         schema.upgrade(engine)
-        err.print(f"schema at {schema.head_revision()} on {_masked(settings.database_url)}")
+        err.print(f"schema at {schema.head_revision()} on {masked(settings.database_url)}")
     finally:
         engine.dispose()
 
@@ -209,7 +187,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
     """Replay the whole log and check every hash, link, posting and balance. Exit 1 on any problem."""
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     engine = make_engine(settings.database_url)
     try:
         if not schema.is_current(engine):
@@ -270,7 +248,7 @@ def _print_report(report: Report) -> None:
 
 def _log_key(database_url: str | None) -> keys.LogKey:
     """The existing log key, checked against the key the configured log was opened with."""
-    settings = _settings(database_url)
+    settings = settings_for(database_url)
     try:
         key = keys.load(settings.key_dir, settings.log_name)
     except (OSError, TypeError, ValueError) as error:
@@ -321,192 +299,7 @@ def key_export(
         err.print(f"public key of {key.name} written to {out_file}")
 
 
-def _open_current(settings: Settings) -> Ledger:
-    """Open a ledger whose schema is already current (commands never migrate on their own)."""
-    engine = make_engine(settings.database_url)
-    try:
-        current = schema.is_current(engine)
-    finally:
-        engine.dispose()
-    if not current:
-        err.print(
-            f"[red]the database schema is not at {schema.head_revision()}; run `escrow migrate`[/red]"
-        )
-        raise typer.Exit(2)
-    return Ledger.open(settings, migrate=False)
-
-
-def _parse_date(value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _print_settlement(report: SettlementReport, *, dry_run: bool) -> None:
-    table = Table(
-        "institution",
-        "date",
-        "lessons",
-        "released",
-        "advance netted",
-        "payable",
-        "payout",
-        title="Settlement (dry run: nothing written)" if dry_run else "Settlement",
-    )
-    empty = 0
-    for batch in report.created:
-        if not batch.gross_fen and not batch.lessons:
-            empty += 1  # a day with nothing to release: recorded, not worth a line
-            continue
-        payout = next(
-            (p.id for p in report.payouts if p.batch_id == batch.id and not p.retry_of), ""
-        )
-        table.add_row(
-            batch.institution_id,
-            batch.business_date.isoformat(),
-            str(batch.lessons),
-            str(Money(batch.gross_fen)),
-            str(Money(batch.netted_fen)),
-            str(Money(batch.payable_fen)),
-            payout,
-        )
-    table.add_row(
-        "total",
-        "",
-        str(report.lessons),
-        str(Money(report.gross_fen)),
-        "",
-        str(Money(report.payable_fen)),
-        f"{len(report.payouts)} instructions",
-    )
-    out.print(table)
-    if empty:
-        out.print(f"{empty} institution-days had nothing to release (recorded as empty batches)")
-    for batch in report.existing:
-        out.print(
-            f"already settled: {batch.institution_id} {batch.business_date} "
-            f"({batch.lessons} lessons, {Money(batch.payable_fen)} payable)"
-        )
-    for retry in (p for p in report.payouts if p.retry_of):
-        out.print(
-            f"failed payout {retry.retry_of} instructed again as {retry.id} ({Money(retry.amount_fen)})"
-        )
-    if report.skipped_frozen:
-        out.print(f"frozen, skipped (money stays in escrow): {', '.join(report.skipped_frozen)}")
-    if report.not_due:
-        out.print(f"lag not yet passed: {', '.join(report.not_due)}")
-
-
-@app.command()
-def settle(
-    on: Annotated[
-        str | None,
-        typer.Option(
-            "--date", help="Settle up to this business date (YYYY-MM-DD); default: every due date"
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would be settled, write nothing")
-    ] = False,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Settle releasable money into payouts, date by date, for every institution."""
-    through = _parse_date(on)
-    ledger = _open_current(_settings(database_url))
-    try:
-        if dry_run:
-            with ledger.sessions() as session:
-                report = preview(session, ledger.escrow, through=through)
-                _print_settlement(report, dry_run=True)
-                session.rollback()
-            return
-        with ledger.readers() as session:
-            total = int(session.scalar(select(func.count()).select_from(Institution)) or 0)
-        with Progress(
-            TextColumn("settling"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            disable=not err.is_terminal,
-        ) as bar:
-            task = bar.add_task("settle", total=total)
-            report = run_settle(
-                ledger.sessions,
-                ledger.escrow,
-                through=through,
-                between_institutions=lambda _i: bar.advance(task),
-            )
-        _print_settlement(report, dry_run=False)
-    finally:
-        ledger.close()
-
-
-@app.command()
-def sweep(database_url: DatabaseUrl = None) -> None:
-    """Run the deadline sweeps now: silence confirms, silence approves, refunds fall overdue."""
-    ledger = _open_current(_settings(database_url))
-    try:
-        report = run_sweeps(ledger.sessions, ledger.escrow)
-    finally:
-        ledger.close()
-    out.print(
-        f"{report.confirmed} lessons confirmed by silence, {report.approved} refunds approved by "
-        f"silence, {report.overdue} refunds newly overdue"
-    )
-
-
-@app.command()
-def worker(database_url: DatabaseUrl = None) -> None:
-    """Run only the scheduled jobs (settlement, sweeps), for deployments that split them off."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
-
-    settings = _settings(database_url)
-    ledger = _open_current(settings)
-    err.print(
-        f"escrow worker on {_masked(settings.database_url)}: settlement daily at "
-        f"{settings.settlement_time:%H:%M} {settings.timezone}, sweeps every "
-        f"{settings.sweep_minutes} min; catching up first"
-    )
-    runner = Worker(ledger, BlockingScheduler(timezone=settings.zone))
-    try:
-        runner.start()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        runner.shutdown()
-        ledger.close()
-
-
-@app.command()
-def payouts(
-    bank: Annotated[str, typer.Option("--bank", help="Custody bank id")],
-    on: Annotated[str, typer.Option("--date", help="Business date (YYYY-MM-DD)")],
-    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
-    out_file: Annotated[
-        Path | None, typer.Option("--out", help="Write here instead of standard output")
-    ] = None,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Export one bank's payout instructions for a business date (CSV or JSON)."""
-    day = _parse_date(on)
-    assert day is not None
-    if fmt not in ("csv", "json"):
-        raise typer.BadParameter("--format is csv or json")
-    ledger = _open_current(_settings(database_url))
-    try:
-        with ledger.readers() as session:
-            text = (export_csv if fmt == "csv" else export_json)(session, bank, day)
-    finally:
-        ledger.close()
-    if out_file is None:
-        sys.stdout.write(text)
-    else:
-        out_file.write_text(text)
-        err.print(f"payout instructions of {bank} for {day} written to {out_file}")
+cli_settlement.register(app)
 
 
 def main() -> None:

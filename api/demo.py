@@ -486,6 +486,7 @@ class _Month:
                     bank_id=payout.bank_id,
                     payout_id=payout.id,
                     reason="收款账户户名不符",
+                    bank_reference=self.ref("RTN"),
                 )
                 self.summary.failed_payouts += 1
                 continue

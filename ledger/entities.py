@@ -296,6 +296,8 @@ class Lesson(Base):
     __tablename__ = "lessons"
     __table_args__ = (
         UniqueConstraint("institution_id", "ref"),
+        # settlement takes the lessons confirmed in a window of the log, institution by institution
+        Index("ix_lessons_institution_id_decided_seq", "institution_id", "decided_seq"),
         Index("ix_lessons_status_confirm_by", "status", "confirm_by"),
         CheckConstraint(
             "price_fen > 0 AND advance_fen >= 0 AND advance_fen <= price_fen", name="shares"
@@ -441,10 +443,10 @@ class PayoutStatus(StrEnum):
 class SettlementBatch(Base):
     """One institution's settlement for one business date (T+1 by default).
 
-    Everything that became releasable up to the end of the date, less what earlier batches took,
-    moves to payable; cost advances owed back are netted first. A batch exists for every
-    (institution, date) the engine processed, even an empty one, so progress is auditable and a
-    rerun finds the date done.
+    It covers a window of the log: the entries after the previous batch's window, up to the last
+    entry before the business date ended. The money that became releasable in that window (and
+    is still releasable) moves to payable; cost advances owed back are netted first. Batches
+    exist only for dates on which something became releasable.
     """
 
     __tablename__ = "settlement_batches"
@@ -464,11 +466,14 @@ class SettlementBatch(Base):
     """Part of it that repaid advances owed back (advance_due) instead of going to payable."""
     lessons: Mapped[int] = mapped_column(Integer)
     """How many confirmed lessons it covers."""
+    after_seq: Mapped[int] = mapped_column(BigInteger)
+    """The window starts after this seq (the previous batch's ``through_seq``, or -1)."""
     through_seq: Mapped[int] = mapped_column(BigInteger)
-    """The last log entry before the end of the business date: what the batch could see."""
+    """The window ends here: the last log entry before the business date ended."""
     released_fen: Mapped[int] = mapped_column(BigInteger)
-    """All money that had become releasable up to ``through_seq`` (net of all but settlements),
-    kept so that the next batch only sums what came after."""
+    """All money that had become releasable up to ``through_seq`` (net of all but settlements)."""
+    settled_fen: Mapped[int] = mapped_column(BigInteger)
+    """All money settled for the institution up to and including this batch."""
     seq: Mapped[int] = mapped_column(BigInteger)
 
     @property
@@ -482,7 +487,7 @@ class Payout(Base):
     __tablename__ = "payouts"
     __table_args__ = (
         CheckConstraint("amount_fen > 0", name="amount_positive"),
-        Index("ix_payouts_bank_id_business_date", "bank_id", "business_date"),
+        Index("ix_payouts_bank_id_instructed_on", "bank_id", "instructed_on"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -490,8 +495,8 @@ class Payout(Base):
     batch_id: Mapped[str] = mapped_column(ForeignKey("settlement_batches.id"), index=True)
     institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
     bank_id: Mapped[str] = mapped_column(ForeignKey("banks.id"))
-    business_date: Mapped[date] = mapped_column(Date)
-    """The settlement date whose run issued it (a retry carries the date of the retrying run)."""
+    instructed_on: Mapped[date] = mapped_column(Date)
+    """The business date of the run that issued it: the bank's file for that day lists it."""
     settlement_account: Mapped[str] = mapped_column(String(64))
     escrow_account: Mapped[str] = mapped_column(String(64))
     amount_fen: Mapped[int] = mapped_column(BigInteger)
@@ -500,6 +505,7 @@ class Payout(Base):
     retried: Mapped[bool] = mapped_column(Boolean)
     """A failed payout that a later instruction has taken over."""
     bank_reference: Mapped[str | None] = mapped_column(String(64))
+    """The bank's own reference for its answer (executed or failed)."""
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     instructed_seq: Mapped[int] = mapped_column(BigInteger)
     answered_seq: Mapped[int | None] = mapped_column(BigInteger)

@@ -327,7 +327,8 @@ def _parse(profile: str, document: Mapping[str, Any]) -> Policy:
         refund_answer_window=windows.window("refund_answer", minimum_days=1),
         refund_payout_before_start=windows.window("refund_payout_before_start", minimum_days=0),
         refund_payout_after_start=windows.window("refund_payout_after_start", minimum_days=0),
-        settlement_lag=windows.window("settlement_lag", minimum_days=0),
+        # Nothing can be settled before its business date has ended: the lag is at least a day.
+        settlement_lag=windows.window("settlement_lag", minimum_days=1),
         # Each parent may decline a transfer; a zero-day window would make that right empty.
         transfer_decline_window=windows.window("transfer_decline", minimum_days=1),
         advance_bp=advance.integer("basis_points", 0, 10_000),

@@ -1,29 +1,32 @@
 """T+1 settlement: releasable money moves to payable, one batch per institution and business date.
 
-For business date D, an institution's batch takes everything that became releasable up to the end
-of D (Asia/Shanghai), less what its earlier batches took, and never more than releasable holds
-now. Cost advances owed back (``advance_due``) are netted first; the rest becomes payable, and one
-payout instruction goes to the custody bank.
+A batch covers a window of the log: the entries after the institution's previous batch, up to
+the last entry before its business date D ended (midnight, Asia/Shanghai). It takes the money that
+became releasable in that window - never more than releasable still holds, and never money that
+arrived after the window - and moves it to payable. Cost advances owed back (``advance_due``) are
+netted first; the rest goes to the custody bank as one payout instruction. The confirmed lessons of
+the window point at the batch.
 
-When: D may be settled once the profile's lag has passed (``windows.settlement_lag``: T+1 calendar
-day by default, working days where a profile says so), so each institution has its own latest due
-date. A run settles, for every institution, each date after its last batch up to that due date, in
-order; a day with nothing to release still gets an (empty) batch, so progress is recorded and a
-rerun finds the date done.
+Which dates: the engine jumps from one day on which money became releasable (or a lesson was
+confirmed) to the next, so an idle institution costs two index lookups, not a row per day. A date
+is settled once the profile's lag has passed (``windows.settlement_lag``: T+1 calendar day by
+default, working days where a profile says so); each institution follows its own profile.
 
-Exactly once: one transaction per institution (all its due dates together). A crash between
-institutions leaves those done complete and the others untouched; the next run completes them. A
-rerun creates nothing: the (institution, date) batch exists, and every settled lesson carries its
-batch. Frozen institutions are skipped and their money waits in escrow.
+Exactly once: one transaction per institution (all its due dates, batches, payouts and retries).
+A crash between institutions leaves those done complete and the others untouched; the next run
+completes them. A rerun finds nothing new: the next window starts after the last batch's. Frozen
+and winding-down institutions are held: their money waits in escrow, and their failed payouts are
+not sent again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+import logging
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.accounts import AccountKind
@@ -39,25 +42,49 @@ from ledger.entities import (
 from ledger.escrow.context import Context
 from ledger.escrow.contracts import institution_account
 from ledger.escrow.parties import new_id
+from ledger.escrow.queries import seq_at
 from ledger.journal import Posting, balance
 from ledger.models import Account, LogEntry
 from ledger.models import Posting as PostingRow
 from ledger.money import Money
 from ledger.policy import Window
 
+log = logging.getLogger("settlement.engine")
+
 BATCH_EVENT = "settlement.batched"
-_MAX_LAG_SEARCH = 400  # days; a lag longer than a year is refused by the profile loader
+HELD = (InstitutionStatus.FROZEN, InstitutionStatus.WINDING_DOWN)
+_MAX_LAG_SEARCH = 400  # days; profiles refuse windows over a year
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A batch the engine would create (the dry run shows these; a run writes them)."""
+
+    institution_id: str
+    business_date: date
+    after_seq: int
+    through_seq: int
+    gross_fen: int
+    netted_fen: int
+    lessons: int
+    released_fen: int
+    settled_fen: int
+
+    @property
+    def payable_fen(self) -> int:
+        return self.gross_fen - self.netted_fen
 
 
 @dataclass
 class SettlementReport:
-    """What a run did, institution by institution."""
+    """What a run did (or, for a dry run, would do), institution by institution."""
 
-    created: list[SettlementBatch] = field(default_factory=list)
+    created: list[SettlementBatch | Planned] = field(default_factory=list)
     existing: list[SettlementBatch] = field(default_factory=list)
     payouts: list[Payout] = field(default_factory=list)
-    skipped_frozen: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
     not_due: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def gross_fen(self) -> int:
@@ -80,7 +107,7 @@ def end_of(ctx: Context, day: date) -> datetime:
 def latest_due(ctx: Context, lag: Window, today: date) -> date:
     """The latest business date whose settlement lag has passed by ``today``."""
     if not lag.working:
-        return today - timedelta(days=lag.days)
+        return today - timedelta(days=max(lag.days, 1))
     day = today - timedelta(days=1)
     for _ in range(_MAX_LAG_SEARCH):
         if ctx.calendar.add(day, lag) <= today:
@@ -89,113 +116,162 @@ def latest_due(ctx: Context, lag: Window, today: date) -> date:
     raise ValueError(f"no business date is due with a settlement lag of {lag}")
 
 
-def _registered_on(session: Session, ctx: Context, institution: Institution) -> date:
-    when = session.scalar(select(LogEntry.time).where(LogEntry.seq == institution.registered_seq))
-    assert when is not None
-    return ctx.local_date(when)
+class _Releasable:
+    """Read-only questions about one institution's releasable account."""
+
+    def __init__(self, session: Session, institution_id: str) -> None:
+        self.session = session
+        self.account_id = session.scalar(
+            select(Account.id).where(
+                Account.code == institution_account(AccountKind.RELEASABLE, institution_id)
+            )
+        )
+
+    def _flows(self, after: int, upto: int | None, *, credits_only: bool) -> int:
+        if self.account_id is None:
+            return 0
+        query = (
+            select(func.coalesce(func.sum(PostingRow.amount), 0))
+            .join(LogEntry, LogEntry.seq == PostingRow.seq)
+            .where(
+                PostingRow.account_id == self.account_id,
+                PostingRow.seq > after,
+                LogEntry.type != BATCH_EVENT,
+            )
+        )
+        if upto is not None:
+            query = query.where(PostingRow.seq <= upto)
+        if credits_only:
+            query = query.where(PostingRow.amount < 0)
+        return -int(self.session.scalar(query) or 0)  # a liability grows on the credit side
+
+    def released(self, after: int, upto: int) -> int:
+        """Net money that became releasable in (after, upto], settlements aside."""
+        return self._flows(after, upto, credits_only=False)
+
+    def credited_after(self, after: int) -> int:
+        """Money that came in after ``after``: not yet the business of earlier windows."""
+        return self._flows(after, None, credits_only=True)
+
+    def next_credit(self, after: int) -> int | None:
+        if self.account_id is None:
+            return None
+        return self.session.scalar(
+            select(func.min(PostingRow.seq))
+            .join(LogEntry, LogEntry.seq == PostingRow.seq)
+            .where(
+                PostingRow.account_id == self.account_id,
+                PostingRow.seq > after,
+                PostingRow.amount < 0,
+                LogEntry.type != BATCH_EVENT,
+            )
+        )
 
 
-def last_settled(session: Session, ctx: Context, institution: Institution) -> date:
-    """The last business date settled for the institution (the day before it registered if none)."""
-    last = session.scalar(
-        select(func.max(SettlementBatch.business_date)).where(
-            SettlementBatch.institution_id == institution.id
+def _next_confirmation(session: Session, institution_id: str, after: int) -> int | None:
+    """A lesson confirmed after ``after`` but releasing nothing (all advance) still needs a batch."""
+    return session.scalar(
+        select(func.min(Lesson.decided_seq)).where(
+            Lesson.institution_id == institution_id,
+            Lesson.decided_seq > after,
+            Lesson.status == LessonStatus.CONFIRMED,
+            Lesson.batch_id.is_(None),
         )
     )
+
+
+def _window_lessons(institution_id: str, after: int, upto: int) -> tuple[ColumnElement[bool], ...]:
+    """The confirmed, unsettled lessons of one institution confirmed in the window (after, upto]."""
     return (
-        last if last is not None else _registered_on(session, ctx, institution) - timedelta(days=1)
+        Lesson.institution_id == institution_id,
+        Lesson.status == LessonStatus.CONFIRMED,
+        Lesson.batch_id.is_(None),
+        Lesson.decided_seq > after,
+        Lesson.decided_seq <= upto,
     )
 
 
-def _dates(first: date, last: date) -> Iterator[date]:
-    day = first
-    while day <= last:
-        yield day
-        day += timedelta(days=1)
-
-
-def _seq_before(session: Session, instant: datetime) -> int:
-    """The last seq appended before ``instant`` (one probe of the (time, seq) index)."""
-    found = session.scalar(
-        select(LogEntry.seq)
-        .where(LogEntry.time < instant)
-        .order_by(LogEntry.time.desc(), LogEntry.seq.desc())
-        .limit(1)
-    )
-    return -1 if found is None else int(found)
-
-
-def _released_between(session: Session, account_code: str, after: int, upto: int) -> int:
-    """Money that became releasable in seqs (after, upto], net of everything but settlements."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(PostingRow.amount), 0))
-        .join(Account, Account.id == PostingRow.account_id)
-        .join(LogEntry, LogEntry.seq == PostingRow.seq)
-        .where(
-            Account.code == account_code,
-            PostingRow.seq > after,
-            PostingRow.seq <= upto,
-            LogEntry.type != BATCH_EVENT,
-        )
-    )
-    return -int(total or 0)  # a liability grows on the credit side
-
-
-def _settle_one(
-    session: Session, ctx: Context, institution: Institution, day: date
-) -> tuple[SettlementBatch, Payout | None]:
-    releasable = institution_account(AccountKind.RELEASABLE, institution.id)
-    bound = _seq_before(session, end_of(ctx, day))
+def plan(session: Session, ctx: Context, institution: Institution, target: date) -> list[Planned]:
+    """The batches the institution is due up to ``target``, computed from reads alone."""
     previous = session.scalars(
         select(SettlementBatch)
         .where(SettlementBatch.institution_id == institution.id)
         .order_by(SettlementBatch.business_date.desc())
         .limit(1)
     ).first()
-    before = -1 if previous is None else previous.through_seq
-    released = (0 if previous is None else previous.released_fen) + _released_between(
-        session, releasable, before, bound
-    )
-    settled = int(
-        session.scalar(
-            select(func.coalesce(func.sum(SettlementBatch.gross_fen), 0)).where(
-                SettlementBatch.institution_id == institution.id
+    after = -1 if previous is None else previous.through_seq
+    released = 0 if previous is None else previous.released_fen
+    settled = 0 if previous is None else previous.settled_fen
+    releasable = _Releasable(session, institution.id)
+    available = balance(session, institution_account(AccountKind.RELEASABLE, institution.id)).amount
+    owed = balance(session, institution_account(AccountKind.ADVANCE_DUE, institution.id)).amount
+    planned: list[Planned] = []
+    while True:
+        starts = [
+            s
+            for s in (
+                releasable.next_credit(after),
+                _next_confirmation(session, institution.id, after),
             )
-        )
-        or 0
-    )
-    gross = max(0, min(released - settled, balance(session, releasable).amount))
-    due = balance(session, institution_account(AccountKind.ADVANCE_DUE, institution.id)).amount
-    netted = min(due, gross)
-    payable = gross - netted
-    lesson_ids = list(
-        session.scalars(
-            select(Lesson.id)
-            .where(
-                Lesson.institution_id == institution.id,
-                Lesson.status == LessonStatus.CONFIRMED,
-                Lesson.batch_id.is_(None),
-                Lesson.decided_seq <= bound,
+            if s is not None
+        ]
+        if not starts:
+            break
+        first = session.scalar(select(LogEntry.time).where(LogEntry.seq == min(starts)))
+        assert first is not None
+        day = ctx.local_date(first)
+        if day > target:
+            break
+        upto = seq_at(session, end_of(ctx, day), inclusive=False)
+        released += releasable.released(after, upto)
+        # Money that arrived after this window is the next window's, whatever recoveries took.
+        gross = max(0, min(released - settled, available - releasable.credited_after(upto)))
+        netted = min(owed, gross)
+        lessons = int(
+            session.scalar(
+                select(func.count())
+                .select_from(Lesson)
+                .where(*_window_lessons(institution.id, after, upto))
             )
-            .order_by(Lesson.decided_seq)
+            or 0
         )
-    )
+        settled += gross
+        available -= gross
+        owed -= netted
+        planned.append(
+            Planned(institution.id, day, after, upto, gross, netted, lessons, released, settled)
+        )
+        after = upto
+    return planned
+
+
+def _write(
+    session: Session, ctx: Context, institution: Institution, item: Planned
+) -> tuple[SettlementBatch, Payout | None]:
     batch = SettlementBatch(
         id=new_id("stl"),
         institution_id=institution.id,
-        business_date=day,
-        gross_fen=gross,
-        netted_fen=netted,
-        lessons=len(lesson_ids),
-        through_seq=max(bound, before),
-        released_fen=released,
+        business_date=item.business_date,
+        gross_fen=item.gross_fen,
+        netted_fen=item.netted_fen,
+        lessons=item.lessons,
+        after_seq=item.after_seq,
+        through_seq=item.through_seq,
+        released_fen=item.released_fen,
+        settled_fen=item.settled_fen,
         seq=-1,
     )
-    payout = _payout(ctx, institution, batch, day, payable) if payable else None
+    payout = _payout(ctx, institution, batch, item.payable_fen) if item.payable_fen else None
     postings = [
-        Posting.debit(releasable, Money(gross)),
-        Posting.credit(institution_account(AccountKind.ADVANCE_DUE, institution.id), Money(netted)),
-        Posting.credit(institution_account(AccountKind.PAYABLE, institution.id), Money(payable)),
+        Posting.debit(
+            institution_account(AccountKind.RELEASABLE, institution.id), Money(item.gross_fen)
+        ),
+        Posting.credit(
+            institution_account(AccountKind.ADVANCE_DUE, institution.id), Money(item.netted_fen)
+        ),
+        Posting.credit(
+            institution_account(AccountKind.PAYABLE, institution.id), Money(item.payable_fen)
+        ),
     ]
     batch.seq = ctx.record(
         session,
@@ -204,11 +280,13 @@ def _settle_one(
         {
             "batch": batch.id,
             "institution": institution.id,
-            "business_date": day.isoformat(),
-            "gross": gross,
-            "netted_advance": netted,
-            "payable": payable,
-            "lessons": lesson_ids,
+            "business_date": item.business_date.isoformat(),
+            # the lessons covered are those confirmed in this window of the log
+            "window": [item.after_seq + 1, item.through_seq],
+            "lessons": item.lessons,
+            "gross": item.gross_fen,
+            "netted_advance": item.netted_fen,
+            "payable": item.payable_fen,
             "payout": None if payout is None else payout.id,
             "settlement_account": institution.settlement_account,
         },
@@ -216,9 +294,11 @@ def _settle_one(
     ).seq
     session.add(batch)
     session.flush()
-    if lesson_ids:
+    if item.lessons:
         session.execute(
-            update(Lesson).where(Lesson.id.in_(lesson_ids)).values(batch_id=batch.id),
+            update(Lesson)
+            .where(*_window_lessons(institution.id, item.after_seq, item.through_seq))
+            .values(batch_id=batch.id),
             execution_options={"synchronize_session": False},
         )
     if payout is not None:
@@ -228,15 +308,13 @@ def _settle_one(
     return batch, payout
 
 
-def _payout(
-    ctx: Context, institution: Institution, batch: SettlementBatch, day: date, amount: int
-) -> Payout:
+def _payout(ctx: Context, institution: Institution, batch: SettlementBatch, amount: int) -> Payout:
     return Payout(
         id=new_id("e2e"),
         batch_id=batch.id,
         institution_id=institution.id,
         bank_id=institution.bank_id,
-        business_date=day,
+        instructed_on=ctx.today(),
         settlement_account=institution.settlement_account,
         escrow_account=institution.escrow_account,
         amount_fen=amount,
@@ -246,10 +324,12 @@ def _payout(
     )
 
 
-def _retry_failed(
-    session: Session, ctx: Context, institution: Institution, day: date
-) -> list[Payout]:
-    """Instruct again every failed payout of the institution; the money never left payable."""
+def _retry_failed(session: Session, ctx: Context, institution: Institution) -> list[Payout]:
+    """Instruct again every failed payout of the institution; the money never left payable.
+
+    The retry goes to the institution's settlement account as it is now, so a corrected account
+    is used from the next run on.
+    """
     retries = []
     failed = session.scalars(
         select(Payout)
@@ -263,7 +343,7 @@ def _retry_failed(
     for old in list(failed):
         batch = session.get(SettlementBatch, old.batch_id)
         assert batch is not None
-        retry = _payout(ctx, institution, batch, day, old.amount_fen)
+        retry = _payout(ctx, institution, batch, old.amount_fen)
         retry.retry_of = old.id
         retry.instructed_seq = ctx.record(
             session,
@@ -274,7 +354,7 @@ def _retry_failed(
                 "retry_of": old.id,
                 "institution": institution.id,
                 "amount": old.amount_fen,
-                "business_date": day.isoformat(),
+                "settlement_account": retry.settlement_account,
             },
         ).seq
         old.retried = True
@@ -282,6 +362,50 @@ def _retry_failed(
         retries.append(retry)
     session.flush()
     return retries
+
+
+def _target(
+    ctx: Context, institution: Institution, through: date | None, report: SettlementReport
+) -> date:
+    due = latest_due(ctx, ctx.policy(institution.policy).settlement_lag, ctx.today())
+    if through is not None and through > due:
+        report.not_due.append(institution.id)
+    return due if through is None else min(through, due)
+
+
+def _settle_institution(
+    session: Session,
+    ctx: Context,
+    institution: Institution,
+    through: date | None,
+    report: SettlementReport,
+) -> None:
+    if through is not None:
+        report.existing += session.scalars(
+            select(SettlementBatch).where(
+                SettlementBatch.institution_id == institution.id,
+                SettlementBatch.business_date == through,
+            )
+        )
+    if institution.status in HELD:
+        report.held.append(institution.id)
+        return
+    for item in plan(session, ctx, institution, _target(ctx, institution, through, report)):
+        batch, payout = _write(session, ctx, institution, item)
+        report.created.append(batch)
+        if payout is not None:
+            report.payouts.append(payout)
+    report.payouts += _retry_failed(session, ctx, institution)
+
+
+def _institution_ids(
+    sessions: sessionmaker[Session], institutions: Collection[str] | None
+) -> list[str]:
+    with sessions() as session:
+        query = select(Institution.id).order_by(Institution.id)
+        if institutions is not None:
+            query = query.where(Institution.id.in_(list(institutions)))
+        return list(session.scalars(query))
 
 
 def settle(
@@ -294,62 +418,36 @@ def settle(
 ) -> SettlementReport:
     """Settle every institution (or those named) up to ``through`` or its latest due date.
 
-    Dates are settled oldest first. ``between_institutions`` is called after each institution's
-    transaction commits; tests use it to inject a crash at a random point.
+    Each institution is its own transaction, and one failing (its profile unreadable, say) is
+    reported without stopping the others. ``between_institutions`` is called after each
+    institution's transaction ends; tests use it to inject a crash at a random point.
     """
     report = SettlementReport()
-    with sessions() as session:
-        query = select(Institution.id).order_by(Institution.id)
-        if institutions is not None:
-            query = query.where(Institution.id.in_(list(institutions)))
-        institution_ids = list(session.scalars(query))
-    for institution_id in institution_ids:
-        with sessions.begin() as session:
-            ctx.lock(session)
-            institution = session.get(Institution, institution_id)
-            assert institution is not None
-            _settle_institution(session, ctx, institution, through, report)
+    for institution_id in _institution_ids(sessions, institutions):
+        try:
+            with sessions.begin() as session:
+                ctx.lock(session)
+                institution = session.get(Institution, institution_id)
+                assert institution is not None
+                _settle_institution(session, ctx, institution, through, report)
+        except Exception as error:
+            log.exception("settlement of %s failed", institution_id)
+            report.failed[institution_id] = f"{type(error).__name__}: {error}"
         if between_institutions is not None:
             between_institutions(institution_id)
     return report
 
 
-def _settle_institution(
-    session: Session,
-    ctx: Context,
-    institution: Institution,
-    through: date | None,
-    report: SettlementReport,
-) -> None:
-    due = latest_due(ctx, ctx.policy(institution.policy).settlement_lag, ctx.today())
-    target = due if through is None else min(through, due)
-    if through is not None and through > due:
-        report.not_due.append(institution.id)
-    if through is not None:
-        done = session.scalars(
-            select(SettlementBatch).where(
-                SettlementBatch.institution_id == institution.id,
-                SettlementBatch.business_date == through,
-            )
-        ).one_or_none()
-        if done is not None:
-            report.existing.append(done)
-            return
-    if institution.status is InstitutionStatus.FROZEN:
-        report.skipped_frozen.append(institution.id)
-        return
-    for day in _dates(last_settled(session, ctx, institution) + timedelta(days=1), target):
-        batch, payout = _settle_one(session, ctx, institution, day)
-        report.created.append(batch)
-        if payout is not None:
-            report.payouts.append(payout)
-    report.payouts += _retry_failed(session, ctx, institution, target)
-
-
-def preview(session: Session, ctx: Context, *, through: date | None = None) -> SettlementReport:
-    """What ``settle`` would do now, computed inside ``session`` and never committed (dry run)."""
+def preview(
+    sessions: sessionmaker[Session], ctx: Context, *, through: date | None = None
+) -> SettlementReport:
+    """What ``settle`` would create now, from reads alone: no lock taken, nothing written."""
     report = SettlementReport()
-    ctx.lock(session)
-    for institution in list(session.scalars(select(Institution).order_by(Institution.id))):
-        _settle_institution(session, ctx, institution, through, report)
+    with sessions() as session:
+        for institution in list(session.scalars(select(Institution).order_by(Institution.id))):
+            if institution.status in HELD:
+                report.held.append(institution.id)
+                continue
+            target = _target(ctx, institution, through, report)
+            report.created += plan(session, ctx, institution, target)
     return report

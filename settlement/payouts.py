@@ -3,7 +3,8 @@
 A payout moves no money when it is instructed: the amount sits in ``payable``. When the bank
 reports it executed, it leaves escrow (payable ↓, escrow ↓). When the bank reports it failed, the
 amount simply stays payable and the next settlement run instructs it again under a new
-end-to-end id.
+end-to-end id. A bank reads its instructions per instruction date (the day of the run that issued
+them, so a file once read never grows) or as everything it has not answered yet.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger.accounts import AccountKind
-from ledger.entities import Institution, Payout, PayoutStatus
+from ledger.entities import Institution, Payout, PayoutStatus, SettlementBatch
 from ledger.errors import InvalidState, NotFound
 from ledger.escrow import inputs
 from ledger.escrow.context import Context
@@ -29,7 +30,8 @@ from ledger.money import Money
 
 EXPORT_COLUMNS = (
     "end_to_end_id",
-    "business_date",
+    "instructed_on",
+    "settles",
     "bank_id",
     "debit_account",
     "institution_id",
@@ -59,11 +61,15 @@ def _open(payout: Payout) -> None:
 def execute_payout(
     session: Session, ctx: Context, *, bank_id: str, payout_id: str, bank_reference: str
 ) -> Payout:
-    """The bank paid the institution: the amount leaves escrow."""
+    """The bank paid the institution: the amount leaves escrow.
+
+    A payout instructed before a freeze may still be reported executed afterwards: freezing stops
+    new releases, it cannot recall an instruction the bank already acted on.
+    """
     ctx.lock(session)
     payout = _payout_for_bank(session, bank_id, payout_id)
     _open(payout)
-    bank_reference = inputs.code(bank_reference, "bank reference")
+    payout.bank_reference = inputs.code(bank_reference, "bank reference")
     amount = Money(payout.amount_fen)
     payout.answered_seq = ctx.record(
         session,
@@ -73,7 +79,7 @@ def execute_payout(
             "payout": payout.id,
             "institution": payout.institution_id,
             "amount": payout.amount_fen,
-            "bank_reference": bank_reference,
+            "bank_reference": payout.bank_reference,
         },
         [
             Posting.debit(institution_account(AccountKind.PAYABLE, payout.institution_id), amount),
@@ -81,19 +87,25 @@ def execute_payout(
         ],
     ).seq
     payout.status = PayoutStatus.EXECUTED
-    payout.bank_reference = bank_reference
     session.flush()
     return payout
 
 
 def fail_payout(
-    session: Session, ctx: Context, *, bank_id: str, payout_id: str, reason: str
+    session: Session,
+    ctx: Context,
+    *,
+    bank_id: str,
+    payout_id: str,
+    reason: str,
+    bank_reference: str,
 ) -> Payout:
     """The bank could not pay (closed account, wrong name, ...): the money stays payable."""
     ctx.lock(session)
     payout = _payout_for_bank(session, bank_id, payout_id)
     _open(payout)
     payout.failure_reason = inputs.required_text(reason, "the failure reason", limit=500)
+    payout.bank_reference = inputs.code(bank_reference, "bank reference")
     payout.answered_seq = ctx.record(
         session,
         "payout.failed",
@@ -102,6 +114,7 @@ def fail_payout(
             "payout": payout.id,
             "institution": payout.institution_id,
             "reason": payout.failure_reason,
+            "bank_reference": payout.bank_reference,
         },
     ).seq
     payout.status = PayoutStatus.FAILED
@@ -109,15 +122,16 @@ def fail_payout(
     return payout
 
 
-def instructions(session: Session, bank_id: str, business_date: date) -> list[Payout]:
-    """Every payout a bank was instructed with for a business date, in the order issued."""
-    return list(
-        session.scalars(
-            select(Payout)
-            .where(Payout.bank_id == bank_id, Payout.business_date == business_date)
-            .order_by(Payout.instructed_seq, Payout.id)
-        )
-    )
+def instructions(
+    session: Session, bank_id: str, *, on: date | None = None, open_only: bool = False
+) -> list[Payout]:
+    """A bank's instructions issued on a business date, and/or those it has not answered yet."""
+    query = select(Payout).where(Payout.bank_id == bank_id)
+    if on is not None:
+        query = query.where(Payout.instructed_on == on)
+    if open_only:
+        query = query.where(Payout.status == PayoutStatus.INSTRUCTED)
+    return list(session.scalars(query.order_by(Payout.instructed_seq, Payout.id)))
 
 
 def _rows(session: Session, payouts: list[Payout]) -> list[dict[str, Any]]:
@@ -128,10 +142,18 @@ def _rows(session: Session, payouts: list[Payout]) -> list[dict[str, Any]]:
             )
         ).all()
     )
+    settles = dict(
+        session.execute(
+            select(SettlementBatch.id, SettlementBatch.business_date).where(
+                SettlementBatch.id.in_({p.batch_id for p in payouts})
+            )
+        ).all()
+    )
     return [
         {
             "end_to_end_id": p.id,
-            "business_date": p.business_date.isoformat(),
+            "instructed_on": p.instructed_on.isoformat(),
+            "settles": settles[p.batch_id].isoformat(),
             "bank_id": p.bank_id,
             "debit_account": p.escrow_account,
             "institution_id": p.institution_id,
@@ -148,21 +170,26 @@ def _rows(session: Session, payouts: list[Payout]) -> list[dict[str, Any]]:
     ]
 
 
-def export_csv(session: Session, bank_id: str, business_date: date) -> str:
-    """The day's instructions for one bank as CSV (header row, one payout per line)."""
+def export_csv(
+    session: Session, bank_id: str, *, on: date | None = None, open_only: bool = False
+) -> str:
+    """A bank's instructions as CSV (header row, one payout per line)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(_rows(session, instructions(session, bank_id, business_date)))
+    writer.writerows(_rows(session, instructions(session, bank_id, on=on, open_only=open_only)))
     return buffer.getvalue()
 
 
-def export_json(session: Session, bank_id: str, business_date: date) -> str:
-    """The day's instructions for one bank as JSON, with a count and a total for control."""
-    rows = _rows(session, instructions(session, bank_id, business_date))
+def export_json(
+    session: Session, bank_id: str, *, on: date | None = None, open_only: bool = False
+) -> str:
+    """A bank's instructions as JSON, with a count and a total for control."""
+    rows = _rows(session, instructions(session, bank_id, on=on, open_only=open_only))
     document = {
         "bank_id": bank_id,
-        "business_date": business_date.isoformat(),
+        "instructed_on": None if on is None else on.isoformat(),
+        "open_only": open_only,
         "count": len(rows),
         "total_fen": sum(r["amount_fen"] for r in rows),
         "payouts": rows,

@@ -74,11 +74,11 @@ class Worker:
                 return None
             report = settle(self.ledger.sessions, self.ledger.escrow)
         log.info(
-            "settled %d batches, %d lessons, %d fen payable; %d frozen skipped",
+            "settled %d batches, %d lessons, %d fen payable; %d institutions held",
             len(report.created),
             report.lessons,
             report.payable_fen,
-            len(report.skipped_frozen),
+            len(report.held),
         )
         return report
 
@@ -122,7 +122,9 @@ class Worker:
         global _worker
         _worker = self
         settings = self.ledger.settings
-        store = SQLAlchemyJobStore(engine=self.ledger.engine) if persistent else MemoryJobStore()
+        # Deferred transactions: reading the job store must not take SQLite's write lock.
+        jobs_engine = self.ledger.engine.execution_options(escrow_read_only=True)
+        store = SQLAlchemyJobStore(engine=jobs_engine) if persistent else MemoryJobStore()
         self.scheduler.add_jobstore(store, alias="default")
         self.scheduler.add_jobstore(MemoryJobStore(), alias="once")
         self.scheduler.add_job(

@@ -13,6 +13,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,9 +28,9 @@ from ledger.db import make_engine
 from ledger.policy import POLICY_DIR
 from ledger.runtime import Ledger
 from tests import pgcluster
-from tests.escrow.world import World
+from tests.escrow.world import World, WorldFactory
 
-DB_FIXTURES = {"database_url", "engine", "ledger", "settings", "world"}
+DB_FIXTURES = {"database_url", "engine", "ledger", "settings", "world", "worlds"}
 TEST_LOG_NAME = "test.tuition-escrow.example/log"
 START = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai on a Tuesday
 
@@ -113,11 +114,11 @@ def template_url(db_kind: str, server_url: str) -> Iterator[str]:
 _counter = itertools.count()
 
 
-@pytest.fixture
-def database_url(db_kind: str, server_url: str, template_url: str, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated, empty database for this test."""
+@contextmanager
+def _fresh_database(db_kind: str, server_url: str, template_url: str, folder: Path) -> Iterator[str]:
+    """A new, migrated, empty database copied from the template; dropped again on PostgreSQL."""
     if db_kind == "sqlite":
-        target = tmp_path / "escrow.db"
+        target = folder / f"escrow-{next(_counter)}.db"
         shutil.copyfile(make_url(template_url).database or "", target)
         yield f"sqlite:///{target}"
         return
@@ -126,10 +127,19 @@ def database_url(db_kind: str, server_url: str, template_url: str, tmp_path: Pat
     admin = _admin(server_url)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def database_url(db_kind: str, server_url: str, template_url: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated, empty database for this test."""
+    with _fresh_database(db_kind, server_url, template_url, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -181,15 +191,19 @@ def policy_dir(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path, policy_dir: Path) -> Settings:
+def _settings(database_url: str, folder: Path, policy_dir: Path) -> Settings:
     return Settings(
         environment=Environment.TEST,
         database_url=database_url,
-        key_dir=tmp_path / "keys",
+        key_dir=folder / "keys",
         log_name=TEST_LOG_NAME,
         policy_dir=policy_dir,
     )
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, policy_dir: Path) -> Settings:
+    return _settings(database_url, tmp_path, policy_dir)
 
 
 @pytest.fixture
@@ -206,3 +220,28 @@ def world(ledger: Ledger) -> Iterator[World]:
     built = World(ledger)
     yield built
     built.check()
+
+
+@pytest.fixture
+def worlds(
+    db_kind: str, server_url: str, template_url: str, tmp_path: Path, policy_dir: Path
+) -> WorldFactory:
+    """Each call opens a new world on its own fresh database, at the same start time.
+
+    For property tests: every example starts from nothing, so examples neither slow down as the
+    database grows nor depend on one another, and a failure replays exactly. The caller checks the
+    invariants (the machines do after every step).
+    """
+
+    @contextmanager
+    def open_world() -> Iterator[World]:
+        with _fresh_database(db_kind, server_url, template_url, tmp_path) as url:
+            opened = Ledger.open(
+                _settings(url, tmp_path, policy_dir), clock=ManualClock(START), migrate=False
+            )
+            try:
+                yield World(opened)
+            finally:
+                opened.close()
+
+    return open_world

@@ -14,7 +14,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ledger.accounts import AccountCode, AccountKind
-from ledger.entities import Contract, Institution, Lesson, LessonStatus, Refund, RefundStatus
+from ledger.entities import (
+    Contract,
+    Institution,
+    Lesson,
+    LessonStatus,
+    Payout,
+    PayoutStatus,
+    Refund,
+    RefundStatus,
+    SettlementBatch,
+)
 from ledger.models import Account, LogEntry, Posting
 
 # The only events that may take money out of escrow as a whole.
@@ -163,11 +173,73 @@ def check_outflows(session: Session) -> list[str]:
     ]
 
 
+def check_settlement(session: Session, balances: dict[tuple[AccountKind, str], int]) -> list[str]:
+    """Settlement: payable is exactly the instructions not yet paid, each batch took from
+    releasable what its lessons and entry say, and each settled lesson is confirmed and was
+    confirmed inside its batch's window."""
+    problems = []
+    outstanding = dict(
+        session.execute(
+            select(Payout.institution_id, func.sum(Payout.amount_fen))
+            .where(
+                (Payout.status == PayoutStatus.INSTRUCTED)
+                | ((Payout.status == PayoutStatus.FAILED) & Payout.retried.is_(False))
+            )
+            .group_by(Payout.institution_id)
+        ).all()
+    )
+    for institution_id in session.scalars(select(Institution.id)):
+        payable = balances.get((AccountKind.PAYABLE, institution_id), 0)
+        if payable != int(outstanding.get(institution_id) or 0):
+            problems.append(f"{institution_id}: payable {payable} != instructions not yet paid")
+    counted = dict(
+        session.execute(
+            select(Lesson.batch_id, func.count())
+            .where(Lesson.batch_id.is_not(None))
+            .group_by(Lesson.batch_id)
+        ).all()
+    )
+    taken = dict(
+        session.execute(
+            select(LogEntry.seq, func.sum(Posting.amount))
+            .join(Posting, Posting.seq == LogEntry.seq)
+            .join(Account, Account.id == Posting.account_id)
+            .where(LogEntry.type == "settlement.batched", Account.code.like("releasable:%"))
+            .group_by(LogEntry.seq)
+        ).all()
+    )
+    for batch in session.scalars(select(SettlementBatch)):
+        if counted.get(batch.id, 0) != batch.lessons:
+            problems.append(
+                f"{batch.id}: lists {batch.lessons} lessons, {counted.get(batch.id, 0)} point at it"
+            )
+        if int(taken.get(batch.seq) or 0) != batch.gross_fen:
+            problems.append(
+                f"{batch.id}: took {int(taken.get(batch.seq) or 0)} from releasable, not {batch.gross_fen}"
+            )
+    misplaced = session.scalar(
+        select(func.count())
+        .select_from(Lesson)
+        .join(SettlementBatch, SettlementBatch.id == Lesson.batch_id)
+        .where(
+            (Lesson.status != LessonStatus.CONFIRMED)
+            | (Lesson.decided_seq <= SettlementBatch.after_seq)
+            | (Lesson.decided_seq > SettlementBatch.through_seq)
+        )
+    )
+    if misplaced:
+        problems.append(
+            f"{misplaced} settled lessons are not confirmed, or outside their batch's window"
+        )
+    return problems
+
+
 def check_all(session: Session) -> list[str]:
-    """Every escrow invariant over every contract and institution."""
+    """Every escrow invariant over every contract and institution, settlement included."""
     balances = _balances(session)
     return (
         check_contracts(session, balances)
         + check_institutions(session, balances)
         + check_outflows(session)
+        + check_settlement(session, balances)
     )

@@ -170,3 +170,29 @@ def register_student(
     session.add(student)
     session.flush()
     return student
+
+
+def change_settlement_account(
+    session: Session, ctx: Context, *, institution_id: str, account: str, actor: str
+) -> Institution:
+    """Point future payouts (retries of failed ones included) at another account of the institution.
+
+    Changing where escrow money goes is the kind of change fraud hides in, so it is logged with
+    both accounts; instructions already sent keep the account they were sent to.
+    """
+    ctx.lock(session)
+    institution = (
+        session.get(Institution, institution_id) if isinstance(institution_id, str) else None
+    )
+    if institution is None:
+        raise NotFound(f"no institution {institution_id}")
+    account = inputs.code(account, "settlement account")
+    ctx.record(
+        session,
+        "institution.settlement_account_changed",
+        actor,
+        {"institution": institution.id, "from": institution.settlement_account, "to": account},
+    )
+    institution.settlement_account = account
+    session.flush()
+    return institution

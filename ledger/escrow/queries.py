@@ -111,11 +111,15 @@ def institution_accounts(session: Session, institution: Institution) -> dict[Acc
     }
 
 
-def seq_at(session: Session, at: datetime) -> int:
-    """The last seq appended at or before ``at`` (-1 if none); times never go backwards."""
+def seq_at(session: Session, at: datetime, *, inclusive: bool = True) -> int:
+    """The last seq appended at (or, not inclusive, before) ``at``; -1 if none.
+
+    Entry times never go backwards, so this is one probe of the (time, seq) index read backwards.
+    """
+    bound = LogEntry.time <= at if inclusive else LogEntry.time < at
     found = session.scalar(
         select(LogEntry.seq)
-        .where(LogEntry.time <= at)
+        .where(bound)
         .order_by(LogEntry.time.desc(), LogEntry.seq.desc())
         .limit(1)
     )

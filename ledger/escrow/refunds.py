@@ -9,7 +9,7 @@ stays visible as ``advance_due`` and as the refund's ``shortfall``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ from ledger.log import format_time
 from ledger.money import Money
 
 AUTO_APPROVE_CHUNK = 1_000
+LAST_INSTANT = timedelta(microseconds=1)
 
 
 def _reason(reason: object, *, required: bool) -> str | None:
@@ -250,7 +251,8 @@ def auto_approve_refunds(session: Session, ctx: Context, *, limit: int = AUTO_AP
             actor="system",
             via="silence",
             reserved=True,
-            effective=refund.answer_by,
+            # the last instant of the window, still the window's last business day
+            effective=None if refund.answer_by is None else refund.answer_by - LAST_INSTANT,
         )
     return len(due)
 

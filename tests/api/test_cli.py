@@ -172,6 +172,7 @@ def test_worker_runs_the_jobs_alone_and_stops_cleanly(tmp_path: Path) -> None:
     process = _spawn(tmp_path, "worker")
     try:
         _wait_for(process, "catching up first")
+        _wait_for(process, "settled 0 batches")  # the catch-up ran: sweeps, then settlement
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=15)

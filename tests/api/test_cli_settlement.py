@@ -55,20 +55,25 @@ def test_payouts_exports_a_banks_instructions(world: World) -> None:
         world.confirm(lesson.id)
     runner.invoke(app, ["settle", "--date", "2026-09-01"], env=_env(world))
     result = runner.invoke(
-        app,
-        ["payouts", "--bank", world.bank, "--date", "2026-09-01", "--format", "json"],
-        env=_env(world),
+        app, ["payouts", "--bank", world.bank, "--open", "--format", "json"], env=_env(world)
     )
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     with world.read() as session:
         [payout] = session.scalars(select(Payout))
-    assert document["payouts"][0]["end_to_end_id"] == payout.id
+    assert [p["end_to_end_id"] for p in document["payouts"]] == [payout.id]
     assert document["total_fen"] == LESSON
+    # the command line runs on the real clock: the run's file is dated the day it ran
+    day = payout.instructed_on.isoformat()
     csv_out = runner.invoke(
-        app, ["payouts", "--bank", world.bank, "--date", "2026-09-01"], env=_env(world)
+        app, ["payouts", "--bank", world.bank, "--date", day], env=_env(world)
     )
-    assert csv_out.output.startswith("end_to_end_id,business_date,")
+    assert csv_out.exit_code == 0, csv_out.output
+    lines = csv_out.output.splitlines()
+    assert lines[0].startswith("end_to_end_id,instructed_on,")
+    assert len(lines) == 2 and lines[1].startswith(f"{payout.id},{day},")
+    none = runner.invoke(app, ["payouts", "--bank", world.bank], env=_env(world))
+    assert none.exit_code == 2  # either a date or --open
     bad = runner.invoke(app, ["payouts", "--bank", world.bank, "--date", "1 Sept"], env=_env(world))
     assert bad.exit_code == 2
 

@@ -84,7 +84,8 @@ def test_the_demo_tells_the_whole_story(demo: tuple[Ledger, DemoSummary]) -> Non
         r.lessons >= 10 and r.kind is RefundKind.REQUESTED for r in refunds
     )  # a whole package
     assert sum(types[t] for t in ("lesson.reported",)) > 200
-    assert types["settlement.batched"] >= 3 * 29  # every institution, every night after the first
+    # one batch per institution and day that released money; idle days leave no batch
+    assert 30 < types["settlement.batched"] < 3 * 30
     assert types["payout.failed"] == 1
     assert types["payout.instructed"] == 1  # the retry of the bounced payout
     assert types["payout.executed"] > 30

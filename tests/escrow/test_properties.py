@@ -32,17 +32,16 @@ from ledger.escrow import contracts, lessons, parties, refunds, supervision
 from ledger.escrow.contracts import Terms
 from ledger.escrow.lessons import LessonReport
 from ledger.models import Account, LogEntry, Posting
-from ledger.runtime import Ledger
 from settlement import payouts
 from settlement.sweeps import run_sweeps
-from tests.escrow.world import World
+from tests.escrow.world import WorldFactory
 
 prices = st.sampled_from([1, 7, 99, 14_995, 14_999, 15_000, 33_333])
 _REFS = itertools.count()
 
 
 class EscrowMachine(RuleBasedStateMachine):
-    world: World
+    worlds: WorldFactory
 
     contracts = Bundle("contracts")
     lessons = Bundle("lessons")
@@ -50,8 +49,9 @@ class EscrowMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        w = self.world
-        # Examples share one database: each gets its own institutions and family.
+        # Every example gets a fresh database (the class holds the plain factory function).
+        self.opened = type(self).worlds()
+        self.world = w = self.opened.__enter__()
         self.institutions = [
             w.institution("national"),
             w.institution("advance"),
@@ -68,6 +68,9 @@ class EscrowMachine(RuleBasedStateMachine):
         self.ended = False
         self.steps = 0
         self.deposits = 0
+
+    def teardown(self) -> None:
+        self.opened.__exit__(None, None, None)
 
     def ref(self, prefix: str) -> str:
         return f"{prefix}{next(_REFS)}"
@@ -277,6 +280,7 @@ class EscrowMachine(RuleBasedStateMachine):
                         Payout.status == PayoutStatus.INSTRUCTED,
                         Payout.institution_id.in_(self.institutions + [self.successor]),
                     )
+                    .order_by(Payout.instructed_seq)
                 )
             )
         if not instructed:
@@ -291,7 +295,11 @@ class EscrowMachine(RuleBasedStateMachine):
             )
         else:
             self.attempt(
-                payouts.fail_payout, bank_id=payout.bank_id, payout_id=payout.id, reason="bounced"
+                payouts.fail_payout,
+                bank_id=payout.bank_id,
+                payout_id=payout.id,
+                bank_reference=self.ref("RJ"),
+                reason="bounced",
             )
 
     @rule(institution=st.integers(0, 2))
@@ -378,8 +386,8 @@ class EscrowMachine(RuleBasedStateMachine):
         assert received == paid_out + refunded + held
 
 
-def test_any_sequence_of_escrow_operations_keeps_every_invariant(ledger: Ledger) -> None:
-    EscrowMachine.world = World(ledger)
+def test_any_sequence_of_escrow_operations_keeps_every_invariant(worlds: WorldFactory) -> None:
+    EscrowMachine.worlds = worlds
     run_state_machine_as_test(
         EscrowMachine,
         settings=settings(

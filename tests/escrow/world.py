@@ -7,7 +7,7 @@ helpers here; tests then assert balances to the fen.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -45,6 +45,8 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 class World:
+    """Parties under every profile and helpers that run one committed operation each."""
+
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.ctx = ledger.escrow
@@ -270,3 +272,7 @@ class World:
 def shanghai(year: int, month: int, day: int, hour: int = 9, minute: int = 0) -> datetime:
     """A Shanghai wall-clock time as an aware UTC datetime."""
     return datetime(year, month, day, hour, minute, tzinfo=SHANGHAI).astimezone(UTC)
+
+
+WorldFactory = Callable[[], AbstractContextManager[World]]
+"""Opens a new world on its own fresh database (the ``worlds`` fixture)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 from sqlalchemy import func, select
@@ -137,6 +137,34 @@ def test_money_recovered_after_the_day_ended_is_not_settled_twice(world: World) 
     assert report.payouts == []
 
 
+def test_money_confirmed_after_the_day_is_not_released_with_it(world: World) -> None:
+    """A recovery after midnight must not let the next day's confirmations into the batch."""
+    first = world.paid_contract(world.advance, lessons=20, unit=LESSON)  # releasable 22,500
+    other = world.paid_contract(  # +22,500
+        world.advance, lessons=20, unit=LESSON, parent=world.other_parent, student=world.other_student
+    )
+    [lesson] = world.report(other)
+    world.confirm(lesson.id, world.other_parent)  # + 13,875 (15,000 less its 1,125 advance share), all on 1 Sep
+    world.set_clock(shanghai(2026, 9, 2, 0, 30))
+    world.approve(world.request_refund(first))  # recovers 22,500 of 1 Sep's money
+    world.set_clock(shanghai(2026, 9, 2, 1, 0))
+    [late] = world.report(other)
+    world.confirm(late.id, world.other_parent)  # 13,875 more, but on 2 Sep
+    world.set_clock(shanghai(2026, 9, 2, 2))
+    [batch] = world.settle(institutions=[world.advance]).created
+    assert batch.business_date == date(2026, 9, 1)
+    # 1 Sep's money that is still there: two advances and a lesson, less the recovered advance
+    assert batch.gross_fen == 2 * 22_500 + 13_875 - 22_500
+    assert batch.lessons == 1
+    world.set_clock(shanghai(2026, 9, 3, 2))
+    [next_day] = world.settle(institutions=[world.advance]).created
+    assert (next_day.business_date, next_day.gross_fen, next_day.lessons) == (
+        date(2026, 9, 2),
+        13_875,
+        1,
+    )
+
+
 def test_a_working_day_lag_waits_for_the_next_working_day(world: World) -> None:
     institution = world.institution("working-t1")
     world.set_clock(shanghai(2026, 9, 30, 12))  # Wednesday before the National Day week
@@ -157,9 +185,7 @@ def test_a_dry_run_shows_the_batches_and_writes_nothing(world: World) -> None:
     _confirmed_lessons(world, world.school, 2)
     world.set_clock(shanghai(2026, 9, 2, 2))
     size = _log_size(world)
-    with world.ledger.sessions() as session:
-        shown = preview(session, world.ctx)
-        session.rollback()
+    shown = preview(world.ledger.readers, world.ctx)
     assert sum(b.gross_fen for b in shown.created) == 2 * LESSON
     assert _log_size(world) == size
     assert world.acct(AccountKind.PAYABLE) == 0
@@ -173,9 +199,10 @@ def test_catching_up_after_downtime_settles_every_missed_date_in_order(world: Wo
         world.confirm(lesson.id)
     world.set_clock(shanghai(2026, 9, 10, 9))
     report = world.settle(institutions=[world.school])
-    dates = [b.business_date for b in report.created]
-    assert dates == sorted(dates) == [date(2026, 9, 1) + timedelta(days=n) for n in range(9)]
-    assert [b.gross_fen for b in report.created if b.gross_fen] == [LESSON] * 4
+    # one batch per day on which money became releasable (the receipt day had nothing), in order
+    assert [(b.business_date, b.gross_fen) for b in report.created] == [
+        (date(2026, 9, 1 + day), LESSON) for day in range(1, 5)
+    ]
     assert world.acct(AccountKind.PAYABLE) == 4 * LESSON
 
 

@@ -141,6 +141,7 @@ def _bank_answers(world: World, day: date) -> None:
                 payouts.fail_payout,
                 bank_id=payout.bank_id,
                 payout_id=payout.id,
+                bank_reference=f"RJCT-{payout.id}",
                 reason="account frozen by bank",
             )
         else:
@@ -200,9 +201,9 @@ def test_the_failed_payout_was_instructed_again_by_the_next_run(
                 select(Payout).where(Payout.batch_id == batch.id).order_by(Payout.instructed_seq)
             )
         )
-    assert [(p.status, p.business_date) for p in attempts] == [
-        (PayoutStatus.FAILED, FAILING_BATCH),
-        (PayoutStatus.EXECUTED, date(2026, 10, 1)),  # retried by the run of 2 October
+    assert [(p.status, p.instructed_on) for p in attempts] == [
+        (PayoutStatus.FAILED, date(2026, 10, 1)),  # instructed by the run of 1 October
+        (PayoutStatus.EXECUTED, date(2026, 10, 2)),  # and again by the run of 2 October
     ]
     assert attempts[1].retry_of == attempts[0].id
     assert attempts[0].failure_reason == "account frozen by bank"
@@ -222,5 +223,5 @@ def test_nothing_was_settled_for_the_frozen_institution_while_it_was_frozen(
                 )
             )
         )
-    # one batch per business date, none missing, none twice: the catch-up went in order
-    assert dates == _days(date(2026, 9, 1), date(2026, 10, 11))  # from the day C registered
+    # one batch per day that released money, none missing, none twice: the catch-up went in order
+    assert dates == sorted(day for (name, day) in EXPECTED if name == "C")

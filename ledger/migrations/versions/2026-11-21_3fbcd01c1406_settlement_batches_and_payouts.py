@@ -4,7 +4,7 @@ Lessons point at the batch that released them; refunds record when their payout 
 
 Revision ID: 3fbcd01c1406
 Revises: 0d7b300a7b94
-Create Date: 2026-11-21 10:29:30.669247
+Create Date: 2026-11-21 11:12:44.997025
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ def upgrade() -> None:
         sa.Column("gross_fen", sa.BigInteger(), nullable=False),
         sa.Column("netted_fen", sa.BigInteger(), nullable=False),
         sa.Column("lessons", sa.Integer(), nullable=False),
+        sa.Column("after_seq", sa.BigInteger(), nullable=False),
         sa.Column("through_seq", sa.BigInteger(), nullable=False),
         sa.Column("released_fen", sa.BigInteger(), nullable=False),
+        sa.Column("settled_fen", sa.BigInteger(), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.CheckConstraint(
             "gross_fen >= 0 AND netted_fen >= 0 AND netted_fen <= gross_fen",
@@ -59,7 +61,7 @@ def upgrade() -> None:
         sa.Column("batch_id", sa.String(length=40), nullable=False),
         sa.Column("institution_id", sa.String(length=40), nullable=False),
         sa.Column("bank_id", sa.String(length=40), nullable=False),
-        sa.Column("business_date", sa.Date(), nullable=False),
+        sa.Column("instructed_on", sa.Date(), nullable=False),
         sa.Column("settlement_account", sa.String(length=64), nullable=False),
         sa.Column("escrow_account", sa.String(length=64), nullable=False),
         sa.Column("amount_fen", sa.BigInteger(), nullable=False),
@@ -101,7 +103,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("payouts", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_payouts_bank_id_business_date", ["bank_id", "business_date"], unique=False
+            "ix_payouts_bank_id_instructed_on", ["bank_id", "instructed_on"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_payouts_batch_id"), ["batch_id"], unique=False)
         batch_op.create_index(
@@ -111,6 +113,9 @@ def upgrade() -> None:
     with op.batch_alter_table("lessons", schema=None) as batch_op:
         batch_op.add_column(sa.Column("batch_id", sa.String(length=40), nullable=True))
         batch_op.create_index(batch_op.f("ix_lessons_batch_id"), ["batch_id"], unique=False)
+        batch_op.create_index(
+            "ix_lessons_institution_id_decided_seq", ["institution_id", "decided_seq"], unique=False
+        )
         batch_op.create_foreign_key(
             batch_op.f("fk_lessons_batch_id_settlement_batches"),
             "settlement_batches",
