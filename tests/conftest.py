@@ -115,7 +115,9 @@ _counter = itertools.count()
 
 
 @contextmanager
-def _fresh_database(db_kind: str, server_url: str, template_url: str, folder: Path) -> Iterator[str]:
+def _fresh_database(
+    db_kind: str, server_url: str, template_url: str, folder: Path
+) -> Iterator[str]:
     """A new, migrated, empty database copied from the template; dropped again on PostgreSQL."""
     if db_kind == "sqlite":
         target = folder / f"escrow-{next(_counter)}.db"

@@ -65,13 +65,12 @@ def test_payouts_exports_a_banks_instructions(world: World) -> None:
     assert document["total_fen"] == LESSON
     # the command line runs on the real clock: the run's file is dated the day it ran
     day = payout.instructed_on.isoformat()
-    csv_out = runner.invoke(
-        app, ["payouts", "--bank", world.bank, "--date", day], env=_env(world)
-    )
+    csv_out = runner.invoke(app, ["payouts", "--bank", world.bank, "--date", day], env=_env(world))
     assert csv_out.exit_code == 0, csv_out.output
     lines = csv_out.output.splitlines()
     assert lines[0].startswith("end_to_end_id,instructed_on,")
-    assert len(lines) == 2 and lines[1].startswith(f"{payout.id},{day},")
+    assert len(lines) == 2
+    assert lines[1].startswith(f"{payout.id},{day},")
     none = runner.invoke(app, ["payouts", "--bank", world.bank], env=_env(world))
     assert none.exit_code == 2  # either a date or --open
     bad = runner.invoke(app, ["payouts", "--bank", world.bank, "--date", "1 Sept"], env=_env(world))

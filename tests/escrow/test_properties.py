@@ -276,7 +276,8 @@ class EscrowMachine(RuleBasedStateMachine):
         with self.world.read() as session:
             instructed = list(
                 session.scalars(
-                    select(Payout).where(
+                    select(Payout)
+                    .where(
                         Payout.status == PayoutStatus.INSTRUCTED,
                         Payout.institution_id.in_(self.institutions + [self.successor]),
                     )

@@ -141,10 +141,16 @@ def test_money_confirmed_after_the_day_is_not_released_with_it(world: World) -> 
     """A recovery after midnight must not let the next day's confirmations into the batch."""
     first = world.paid_contract(world.advance, lessons=20, unit=LESSON)  # releasable 22,500
     other = world.paid_contract(  # +22,500
-        world.advance, lessons=20, unit=LESSON, parent=world.other_parent, student=world.other_student
+        world.advance,
+        lessons=20,
+        unit=LESSON,
+        parent=world.other_parent,
+        student=world.other_student,
     )
     [lesson] = world.report(other)
-    world.confirm(lesson.id, world.other_parent)  # + 13,875 (15,000 less its 1,125 advance share), all on 1 Sep
+    world.confirm(
+        lesson.id, world.other_parent
+    )  # + 13,875 (15,000 less its 1,125 advance share), all on 1 Sep
     world.set_clock(shanghai(2026, 9, 2, 0, 30))
     world.approve(world.request_refund(first))  # recovers 22,500 of 1 Sep's money
     world.set_clock(shanghai(2026, 9, 2, 1, 0))

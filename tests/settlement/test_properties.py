@@ -230,8 +230,7 @@ class SettlementMachine(RuleBasedStateMachine):
                     )
                 releasable = session.scalar(
                     select(Account.id).where(
-                        Account.code
-                        == institution_account(AccountKind.RELEASABLE, institution.id)
+                        Account.code == institution_account(AccountKind.RELEASABLE, institution.id)
                     )
                 )
                 if releasable is None:
