@@ -14,7 +14,7 @@ from rich.table import Table
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
 
-from api import cli_settlement
+from api import cli_settlement, cli_tokens
 from api.cli_common import DatabaseUrl, err, masked, out, settings_for
 from api.demo import DemoSummary, build_demo, demo_start
 from ledger import keys, schema
@@ -143,12 +143,15 @@ def serve(
     from api.app import create_app
 
     settings = settings_for(database_url)
+    seeded = False
     if with_demo:
         if _log_size(settings):
             err.print("--demo: the database is not empty; serving it as it is, without demo data")
         else:
-            _run_demo(settings)
+            seeded = _run_demo(settings).ok
     ledger = Ledger.open(settings, migrate=migrate)
+    if seeded:
+        _print_demo_tokens(ledger, host, port)
     worker = Worker(ledger) if scheduler and settings.scheduler else None
     err.print(
         f"tuition-escrow listening on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
@@ -167,6 +170,18 @@ def serve(
         if worker is not None:
             worker.shutdown()
         ledger.close()
+
+
+def _print_demo_tokens(ledger: Ledger, host: str, port: int) -> None:
+    """One token per role for the demo data, as shell variables for docs/api.md's examples."""
+    issued = cli_tokens.demo_tokens(ledger)
+    err.print(
+        "demo tokens (shown once; paste these lines into a shell to use docs/api.md's examples):"
+    )
+    out.print(f"export ESCROW_API=http://{host}:{port}")
+    for role, (principal, secret) in issued.items():
+        name = role.value.upper()
+        out.print(f"export {name}_TOKEN={secret}  {name}_ID={principal}")
 
 
 @app.command()
@@ -300,6 +315,7 @@ def key_export(
 
 
 cli_settlement.register(app)
+cli_tokens.register(app)
 
 
 def main() -> None:

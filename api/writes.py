@@ -118,7 +118,10 @@ class Writer:
         work: Callable[[Tx], M],
         *,
         status: int = 200,
+        keep: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> JSONResponse:
+        """Run ``work`` once per Idempotency-Key; ``keep`` redacts what the record keeps (a
+        secret shown once is not kept, and a replay does not show it again)."""
         digest = request_hash(self.method, self.path, payload)
         ledger = self.ledger
         with ledger.sessions.begin() as session:
@@ -139,7 +142,8 @@ class Writer:
                 )
             result = work(Tx(session, ledger.escrow, ledger.key, head.size))
             body: Any = result.model_dump(mode="json")
-            encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            kept = body if keep is None else keep(dict(body))
+            encoded = json.dumps(kept, ensure_ascii=False, separators=(",", ":")).encode()
             session.add(
                 IdempotencyRecord(
                     principal=principal.actor,
