@@ -7,6 +7,7 @@ the actor given with ``--actor`` (``admin:cli`` by default).
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from typing import Annotated
 
@@ -98,7 +99,7 @@ def create(
     finally:
         ledger.close()
     err.print(f"token {token_id} for {role.value} {principal}; it is shown once:")
-    print(secret)
+    sys.stdout.write(secret + "\n")
 
 
 @token_app.command("revoke")

@@ -55,7 +55,8 @@ def test_missing_bad_expired_and_revoked_tokens_answer_401(api: Api) -> None:
     parent_token = next(t for t in listed if t["principal_id"] == api.world.parent)
     assert api.get("parent", "/v1/parent/contracts").status_code == 200
     revoked = api.post("admin", f"/v1/admin/tokens/{parent_token['id']}/revoke")
-    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
     assert api.get("parent", "/v1/parent/contracts").status_code == 401
 
 
@@ -76,10 +77,12 @@ def test_tokens_are_stored_only_as_hashes_and_their_issue_is_logged(api: Api) ->
     )
     assert issued.status_code == 201
     secret = issued.json()["token"]
-    assert secret.startswith("esc_") and len(secret) == 47
+    assert secret.startswith("esc_")
+    assert len(secret) == 47
     with api.world.read() as session:
         row = session.get(ApiToken, issued.json()["id"])
-        assert row is not None and row.token_hash == token_hash(secret)
+        assert row is not None
+        assert row.token_hash == token_hash(secret)
         stored = [r.body for r in session.scalars(select(IdempotencyRecord))]
         types = list(session.scalars(select(LogEntry.type).where(LogEntry.seq == row.created_seq)))
     assert types == ["token.created"]
@@ -93,7 +96,8 @@ def test_tokens_are_stored_only_as_hashes_and_their_issue_is_logged(api: Api) ->
     )
     assert replay.status_code == 201
     assert replay.headers["idempotent-replayed"] == "true"
-    assert replay.json()["id"] == issued.json()["id"] and replay.json()["token"] is None
+    assert replay.json()["id"] == issued.json()["id"]
+    assert replay.json()["token"] is None
     works = api.client.get("/v1/bank/institutions", headers={"Authorization": f"Bearer {secret}"})
     assert works.status_code == 200
 
@@ -135,7 +139,8 @@ def test_admin_registers_parties(api: Api) -> None:
     with api.world.read() as session:
         assert session.get(Bank, bank.json()["id"]) is not None
         entry = session.get(LogEntry, parent.json()["seq"])
-        assert entry is not None and entry.actor == "admin:ops"
+        assert entry is not None
+        assert entry.actor == "admin:ops"
         assert b"13900000000" not in entry.body  # personal data stays out of the log
     unknown_bank = api.post(
         "admin",
@@ -243,15 +248,18 @@ def test_receipts_verify_with_the_published_key(api: Api) -> None:
     assert receipt["key_id"] == key["key_id"]
     with api.world.read() as session:
         entry = session.get(LogEntry, receipt["seq"])
-        assert entry is not None and entry.hash.hex() == receipt["hash"]
+        assert entry is not None
+        assert entry.hash.hex() == receipt["hash"]
         assert entry.type == "receipt.booked" or entry.type.startswith("receipt")
 
 
 def test_unknown_routes_bad_methods_and_large_bodies_answer_problems(api: Api) -> None:
     missing = api.get("admin", "/v1/nowhere")
-    assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == PROBLEM
     wrong = api.client.put("/v1/admin/banks", headers=api.headers("admin"))
-    assert wrong.status_code == 405 and wrong.headers["content-type"] == PROBLEM
+    assert wrong.status_code == 405
+    assert wrong.headers["content-type"] == PROBLEM
     huge = api.client.post(
         "/v1/admin/banks",
         headers={**api.headers("admin", "big"), "content-type": "application/json"},
@@ -264,14 +272,16 @@ def test_unknown_routes_bad_methods_and_large_bodies_answer_problems(api: Api) -
         headers={**api.headers("admin", "junk"), "content-type": "application/json"},
         content=b"{not json",
     )
-    assert garbage.status_code == 422 and garbage.headers["content-type"] == PROBLEM
+    assert garbage.status_code == 422
+    assert garbage.headers["content-type"] == PROBLEM
 
 
 def test_verify_endpoint_for_regulators_and_banks(api: Api) -> None:
     api.world.paid_contract()
     report = api.get("regulator", "/v1/audit/verify")
     assert report.status_code == 200
-    assert report.json()["ok"] is True and report.json()["entries"] > 10
+    assert report.json()["ok"] is True
+    assert report.json()["entries"] > 10
     assert api.get("bank", "/v1/audit/verify").status_code == 200
     assert api.get("parent", "/v1/audit/verify").status_code == 403
     assert api.get(None, "/v1/audit/verify").status_code == 401
@@ -293,7 +303,8 @@ def test_token_commands(api: Api) -> None:
             select(ApiToken.id).where(ApiToken.token_hash == token_hash(secret))
         ).one()
     listed = runner.invoke(app, ["token", "list"], env=env)
-    assert listed.exit_code == 0 and token_id in listed.stdout
+    assert listed.exit_code == 0
+    assert token_id in listed.stdout
     revoked = runner.invoke(app, ["token", "revoke", token_id], env=env)
     assert revoked.exit_code == 0, revoked.output
     assert api.client.get("/v1/parent/contracts", headers=headers).status_code == 401
