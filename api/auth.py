@@ -35,9 +35,7 @@ def current_principal(
     with ledger.readers() as session:
         found = authenticate(session, credentials.credentials, ledger.clock.now())
     if found is None:
-        raise HTTPException(
-            401, "the token is unknown, expired or revoked", headers=_CHALLENGE
-        )
+        raise HTTPException(401, "the token is unknown, expired or revoked", headers=_CHALLENGE)
     return found
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ledger.errors import InvalidRequest
+from ledger.money import JSON_SAFE_MAX
 
 T = TypeVar("T")
 DEFAULT_LIMIT = 100
@@ -53,7 +54,13 @@ def decode(cursor: str) -> tuple[int, str]:
         seq, ident = json.loads(raw)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as error:
         raise InvalidRequest("the cursor is not one this service issued", field="cursor") from error
-    if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(ident, str):
+    if (
+        not isinstance(seq, int)
+        or isinstance(seq, bool)
+        or not -1 <= seq <= JSON_SAFE_MAX
+        or not isinstance(ident, str)
+        or len(ident) > 64
+    ):
         raise InvalidRequest("the cursor is not one this service issued", field="cursor")
     return seq, ident
 

@@ -9,6 +9,7 @@ stays visible as ``advance_due`` and as the refund's ``shortfall``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -23,7 +24,7 @@ from ledger.escrow.context import Context
 from ledger.escrow.contracts import contract_account, institution_account
 from ledger.escrow.parties import new_id
 from ledger.journal import Posting, balance
-from ledger.log import format_time
+from ledger.log import Appended, format_time
 from ledger.money import Money
 
 AUTO_APPROVE_CHUNK = 1_000
@@ -350,6 +351,58 @@ def pay_refund(
     refund.bank_reference = bank_reference
     session.flush()
     return refund
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPaymentFailure:
+    """A bank's report that it could not pay an approved refund, and where the log recorded it."""
+
+    refund: Refund
+    entry: Appended
+    bank_reference: str
+    reason: str
+
+
+def refund_payment_failed(
+    session: Session,
+    ctx: Context,
+    *,
+    bank_id: str,
+    refund_id: str,
+    bank_reference: str,
+    reason: str,
+) -> RefundPaymentFailure:
+    """The bank reports it could not pay an approved refund (closed account, wrong name, ...).
+
+    Nothing moves: the amount stays in ``refund_payable``, inside escrow, and the refund stays
+    approved, so the bank pays it later (``pay_refund``) once the route is fixed; its payment
+    deadline and any overdue flag are unchanged, because the parent still waits. The attempt is
+    recorded (``refund.payment_failed``) with the bank's reference and reason, for the regulator
+    and for the parent's record of why the money has not arrived.
+    """
+    ctx.lock(session)
+    refund = scope.refund_for_bank(session, bank_id, refund_id)
+    if refund.status is not RefundStatus.APPROVED:
+        raise RefundNotOpen(
+            f"{refund.id} is {refund.status.value}; only an approved refund can fail to be paid"
+        )
+    bank_reference = inputs.code(bank_reference, "bank reference")
+    checked_reason = inputs.required_text(reason, "the failure reason", limit=500)
+    entry = ctx.record(
+        session,
+        "refund.payment_failed",
+        f"bank:{bank_id}",
+        {
+            "refund": refund.id,
+            "contract": refund.contract_id,
+            "institution": refund.institution_id,
+            "amount": refund.amount_fen,
+            "bank_reference": bank_reference,
+            "reason": checked_reason,
+        },
+    )
+    session.flush()
+    return RefundPaymentFailure(refund, entry, bank_reference, checked_reason)
 
 
 def mark_overdue_refunds(session: Session, ctx: Context, *, limit: int = AUTO_APPROVE_CHUNK) -> int:
