@@ -8,7 +8,7 @@ from typing import Any, Literal
 from alembic import context
 from sqlalchemy import Connection
 
-import ledger.access  # noqa: F401 - registers the API token and idempotency tables
+import ledger.access
 import ledger.entities  # noqa: F401 - registers the escrow tables on the metadata
 from ledger.config import Settings
 from ledger.db import make_engine

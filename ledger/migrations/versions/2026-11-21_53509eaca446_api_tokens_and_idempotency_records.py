@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "53509eaca446"
 down_revision: str | None = "3fbcd01c1406"
 branch_labels: str | Sequence[str] | None = None
@@ -46,7 +45,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("idempotency_records", schema=None) as batch_op:
         batch_op.create_index("ix_idempotency_records_created_at", ["created_at"], unique=False)
-
 
 
 def downgrade() -> None:
