@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -24,6 +25,8 @@ from ledger.money import JSON_SAFE_MAX
 
 T = TypeVar("T")
 DEFAULT_LIMIT = 100
+IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+"""The shape of every id this service issues; a cursor naming anything else is refused."""
 MAX_LIMIT = 500
 
 
@@ -59,7 +62,7 @@ def decode(cursor: str) -> tuple[int, str]:
         or isinstance(seq, bool)
         or not -1 <= seq <= JSON_SAFE_MAX
         or not isinstance(ident, str)
-        or len(ident) > 64
+        or not IDENT.fullmatch(ident)
     ):
         raise InvalidRequest("the cursor is not one this service issued", field="cursor")
     return seq, ident

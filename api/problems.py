@@ -78,7 +78,7 @@ def problem(
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the problem documents an endpoint may answer."""
     described = {
-        400: "Malformed request (e.g. a missing Idempotency-Key)",
+        400: "The body could not be read as JSON (e.g. nested too deeply)",
         401: "Missing, unknown, expired or revoked token",
         403: "The token's role may not call this endpoint",
         404: "No such resource, or it belongs to another tenant",
@@ -169,13 +169,14 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    # FastAPI passes an HTTPException raised while reading the body through
+                    # unchanged (any other exception would become a 400).
+                    raise StarletteHTTPException(
+                        413, f"the request body is over the limit of {self.limit} bytes"
+                    )
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        await self.app(scope, limited, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem(
@@ -188,15 +189,19 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+REPLAYED = {
+    "description": "Present (``true``) when this is the stored first response to the same "
+    "Idempotency-Key and request, replayed without a second effect",
+    "schema": {"type": "string", "enum": ["true"]},
+}
 
 
 def _document_shared_errors(app: FastAPI) -> None:
     """Add to every operation of the OpenAPI document the problems any request may meet.
 
-    Authentication (401) and role (403) come from the bearer dependency, malformed JSON is 400,
-    any invalid parameter or body 422, an oversized body 413. Declaring them once here keeps the
+    Authentication (401) and role (403) come from the bearer dependency; a body that cannot be
+    read is 400, any invalid parameter, header or body (malformed JSON included) 422, an
+    oversized body 413. Successful POSTs may be replays, marked by ``Idempotent-Replayed``. Declaring them once here keeps the
     document honest for every endpoint, present and future (the schemathesis test checks it).
     """
     build = app.openapi
@@ -225,6 +230,10 @@ def _document_shared_errors(app: FastAPI) -> None:
                     else:
                         operation["responses"].setdefault(str(status), entry)
                 operation["responses"].pop("default", None)
+                if any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
+                    for status, response in operation["responses"].items():
+                        if status.startswith("2"):
+                            response.setdefault("headers", {})["Idempotent-Replayed"] = REPLAYED
         app.openapi_schema = document
         return document
 

@@ -180,6 +180,13 @@ class ConfirmationWindowClosed(InvalidState):
     title = "Confirmation window closed"
 
 
+class AnswerWindowClosed(InvalidState):
+    """The institution's answer window has passed: silence already approved the refund."""
+
+    code = "answer-window-closed"
+    title = "Answer window closed"
+
+
 class RefundNotOpen(InvalidState):
     """The refund is not in a state that allows this."""
 

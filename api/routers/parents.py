@@ -415,7 +415,10 @@ def register_student(
             **_student_out(student, data), receipt=tx.receipt(student.registered_seq)
         )
 
-    return writer.run(principal, body, work, status=201)
+    # The name is erasable personal data: the idempotency record must not keep a copy of it.
+    return writer.run(
+        principal, body, work, status=201, keep=lambda stored: {**stored, "name": None}
+    )
 
 
 # --- contracts ---------------------------------------------------------------------------------

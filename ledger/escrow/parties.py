@@ -86,8 +86,9 @@ def register_institution(
         raise NotFound(f"no bank {bank_id}")
     try:
         profile = ctx.policies.get(policy).name
-    except PolicyError as error:
-        raise InvalidRequest(f"unknown policy profile: {error}") from None
+    except PolicyError:
+        # The loader's message names files on the server; the caller only needs the name.
+        raise InvalidRequest(f"unknown or unreadable policy profile {policy!r}") from None
     if not isinstance(is_new, bool):
         raise InvalidRequest("is_new must be true or false")
     institution = Institution(

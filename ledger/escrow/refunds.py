@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session
 from ledger.accounts import AccountKind
 from ledger.allocation import portion
 from ledger.entities import Contract, ContractStatus, Refund, RefundKind, RefundStatus
-from ledger.errors import ContractNotActive, InvalidRequest, NoLessonsLeft, NotFound, RefundNotOpen
+from ledger.errors import (
+    AnswerWindowClosed,
+    ContractNotActive,
+    InvalidRequest,
+    NoLessonsLeft,
+    NotFound,
+    RefundNotOpen,
+)
 from ledger.escrow import advances, inputs, scope
 from ledger.escrow.context import Context
 from ledger.escrow.contracts import contract_account, institution_account
@@ -214,10 +221,20 @@ def approve_refund(
 def reject_refund(
     session: Session, ctx: Context, *, institution_id: str, refund_id: str, reason: str
 ) -> Refund:
-    """The institution refuses a request, with a reason; the lessons are free again."""
+    """The institution refuses a request, with a reason; the lessons are free again.
+
+    Only inside the answer window: once it has passed, silence has approved the request, even if
+    the sweep that records it has not run yet.
+    """
     ctx.lock(session)
     refund = scope.refund_of_institution(session, institution_id, refund_id)
     _open_request(refund)
+    if refund.answer_by is not None and ctx.now() >= refund.answer_by:
+        raise AnswerWindowClosed(
+            f"the answer window closed at {refund.answer_by.isoformat()}; "
+            "silence approved the request",
+            answer_by=refund.answer_by.isoformat(),
+        )
     refund.answer = _reason(reason, required=True)
     contract = _contract_of(session, refund)
     refund.decided_seq = ctx.record(

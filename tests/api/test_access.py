@@ -6,7 +6,9 @@ import base64
 import threading
 import uuid
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -312,3 +314,68 @@ def test_token_commands(api: Api) -> None:
         app, ["token", "create", "--role", "bank", "--for", "bnk_0000000000000000"], env=env
     )
     assert unknown.exit_code == 1
+
+
+def test_forged_cursors_answer_422_not_500(api: Api) -> None:
+    import base64 as b64
+    import json as js
+
+    for ident in ("\ud800", "\u0000", "x" * 65, "a b"):
+        raw = js.dumps([0, ident]).encode()
+        cursor = b64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        for who, path in (
+            ("parent", "/v1/parent/contracts"),
+            ("bank", "/v1/bank/refunds"),
+            ("admin", "/v1/admin/tokens"),
+        ):
+            response = api.get(who, path, cursor=cursor)
+            assert response.status_code == 422, (ident, path, response.text)
+
+
+def test_an_oversized_chunked_body_answers_413(api: Api) -> None:
+    def chunks() -> Any:
+        for _ in range(20):
+            yield b"x" * 65_536
+
+    response = api.client.post(
+        "/v1/admin/banks",
+        headers={**api.headers("admin", "chunked"), "content-type": "application/json"},
+        content=chunks(),
+    )
+    assert response.status_code == 413
+    assert response.json()["type"].endswith("/body-too-large")
+
+
+def test_replays_keep_no_personal_data(api: Api) -> None:
+    first = api.post("parent", "/v1/parent/students", {"name": "林小雨"}, key="stu-1")
+    assert first.status_code == 201
+    assert first.json()["name"] == "林小雨"
+    with api.world.read() as session:
+        bodies = [r.body for r in session.scalars(select(IdempotencyRecord))]
+    assert all("林小雨".encode() not in body for body in bodies)
+    again = api.post("parent", "/v1/parent/students", {"name": "林小雨"}, key="stu-1")
+    assert again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["name"] is None
+
+
+def test_verify_details_only_for_those_who_see_everything(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.routers import audit
+    from ledger.verify import Problem, ProblemKind, Report
+
+    broken = Report(entries=10, problems_total=1)
+    broken.problems.append(
+        Problem(ProblemKind.BALANCE_MISMATCH, None, "stored 1 != replayed 0", "escrow:ins_x")
+    )
+    monkeypatch.setattr(audit, "verify_database", lambda engine: broken)
+    full = api.get("regulator", "/v1/audit/verify").json()
+    assert full["ok"] is False
+    assert full["problems"][0]["account"] == "escrow:ins_x"
+    for who in ("bank", "district_regulator"):
+        summary = api.get(who, "/v1/audit/verify").json()
+        assert summary["ok"] is False
+        assert summary["problems_total"] == 1
+        assert summary["problems"] == []
+        assert summary["first_problem"] is None

@@ -464,3 +464,20 @@ def test_the_settlement_account_is_changed_for_future_payouts(api: Api) -> None:
     _problem(api.post("institution", path, {"account": "has space"}), 422, "validation-error")
     _problem(api.post("parent", path, {"account": "NEW-43"}), 403, "forbidden")
     assert world.get(Institution, world.school).settlement_account == "NEW-42"
+
+
+def test_a_refund_cannot_be_rejected_after_its_answer_window(api: Api) -> None:
+    from ledger.entities import Refund
+
+    world = api.world
+    contract = world.paid_contract(lessons=10)
+    refund = world.request_refund(contract, 2)
+    answer_by = world.get(Refund, refund.id).answer_by
+    assert answer_by is not None
+    world.set_clock(answer_by)
+    late = api.post(
+        "institution", f"/v1/institution/refunds/{refund.id}/reject", {"answer": "too late"}
+    )
+    assert late.status_code == 409
+    assert late.json()["type"].endswith("/answer-window-closed")
+    assert world.get(Refund, refund.id).status.value == "requested"
