@@ -14,7 +14,6 @@ all. The head is the last entry; there is no separate head record to tamper with
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,16 +21,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import rfc8785
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
+from ledger import merkle
 from ledger.clock import Clock
 from ledger.errors import ClockBehindLog, InvalidEvent, LedgerError
 from ledger.journal import Journal, Posting, check_balanced
-from ledger.models import LogEntry
+from ledger.models import LogEntry, MerkleNode
 from ledger.money import JSON_SAFE_MAX
 
-LEAF_PREFIX = b"\x00"
+LEAF_PREFIX = merkle.LEAF_PREFIX
+leaf_hash = merkle.leaf_hash
+"""RFC 6962 leaf hash of an entry body: SHA-256(0x00 || body)."""
 LOG_LOCK_KEY = (
     7310295963299966055  # b"escrowlg"; the triggers of the foundation migration use it too
 )
@@ -43,11 +45,6 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 _ACTOR = re.compile(r"^(system|[a-z][a-z_]*:[A-Za-z0-9][A-Za-z0-9_.:-]*)$")
 _MAX_DEPTH = 16
-
-
-def leaf_hash(body: bytes) -> bytes:
-    """RFC 6962 leaf hash of an entry body: SHA-256(0x00 || body)."""
-    return hashlib.sha256(LEAF_PREFIX + body).digest()
 
 
 def format_time(when: datetime) -> str:
@@ -240,4 +237,41 @@ class EventLog:
 
         journal.write()  # postings before entries: SQLite's entry trigger checks their balance
         session.execute(insert(LogEntry), entry_rows)
+        nodes = self._merkle_nodes(session, head, [a.hash for a in appended])
+        if nodes:
+            session.execute(insert(MerkleNode), nodes)
         return appended
+
+    @staticmethod
+    def _merkle_nodes(session: Session, head: Head, leaves: list[bytes]) -> list[dict[str, Any]]:
+        """The complete subtrees the new leaves complete, to store with them.
+
+        Only the frontier of the tree so far can gain a right sibling: the last node of each level
+        whose bit is set in the size. It is read in one query (the level-0 one is the head).
+        """
+        size = head.size
+        wanted = [
+            (level, (size >> level) - 1)
+            for level in range(1, size.bit_length())
+            if size >> level & 1
+        ]
+        frontier: dict[tuple[int, int], bytes] = {}
+        if size & 1:
+            frontier[(0, size - 1)] = head.hash
+        if wanted:
+            rows = session.execute(
+                select(MerkleNode.level, MerkleNode.index, MerkleNode.hash).where(
+                    tuple_(MerkleNode.level, MerkleNode.index).in_(wanted)
+                )
+            )
+            frontier.update({(level, index): bytes(value) for level, index, value in rows})
+        completed: list[dict[str, Any]] = []
+        for offset, leaf in enumerate(leaves):
+            seq = size + offset
+            for level, index, value in merkle.parents_completed(
+                seq, leaf, lambda level, index: frontier[(level, index)]
+            ):
+                frontier[(level, index)] = value
+                completed.append({"level": level, "index": index, "hash": value})
+            frontier[(0, seq)] = leaf
+        return completed

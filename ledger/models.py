@@ -94,6 +94,21 @@ class LogEntry(Base):
     """SHA-256(0x00 || body): the RFC 6962 leaf hash, linked by the next entry's ``prev_hash``."""
 
 
+class MerkleNode(Base):
+    """The hash of a complete subtree of the log's Merkle tree: leaves [index·2^level, (index+1)·2^level).
+
+    Written in the same transaction as the entry that completes it, append-only like the log. Level
+    0 is not stored here: a leaf is its entry's ``hash``. With these, a root or a proof for any
+    tree size needs O(log n) rows, never a pass over the leaves.
+    """
+
+    __tablename__ = "merkle_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
 class Account(Base):
     """A ledger account. Kind, owner, type, normal side and sign rule all follow from its code.
 

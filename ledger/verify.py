@@ -31,13 +31,14 @@ from itertools import groupby
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
+from ledger import merkle
 from ledger.accounts import AccountCode
 from ledger.errors import LedgerError
 from ledger.escrow.invariants import check_all
 from ledger.log import LEAF_PREFIX, ZERO_HASH, format_time
-from ledger.models import Account, LogEntry, Posting
+from ledger.models import Account, LogEntry, MerkleNode, Posting
 
 _STREAM_BATCH = 5_000
 # What decoding or comparing hostile column values can raise; reported, never propagated.
@@ -73,10 +74,19 @@ class ProblemKind(StrEnum):
     """An account row is missing, extra, or disagrees with the account rebuilt from the log."""
     INVARIANT = "invariant"
     """An escrow invariant of DESIGN.md (3-5) fails: a contract, an institution or an outflow."""
+    MERKLE_MISMATCH = "merkle_mismatch"
+    """A stored Merkle node is not the hash of its two children, or nodes are missing or extra."""
 
 
+# Problems that are usually consequences of an altered entry, listed after the entry problems.
+# An edited entry leaves both balances and the Merkle nodes above it wrong.
 _ACCOUNT_LEVEL = frozenset(
-    {ProblemKind.BALANCE_MISMATCH, ProblemKind.ACCOUNT_MISMATCH, ProblemKind.INVARIANT}
+    {
+        ProblemKind.BALANCE_MISMATCH,
+        ProblemKind.ACCOUNT_MISMATCH,
+        ProblemKind.INVARIANT,
+        ProblemKind.MERKLE_MISMATCH,
+    }
 )
 
 
@@ -182,6 +192,7 @@ def verify_database(
     with engine.connect().execution_options(**options) as conn, conn.begin():
         try:
             _Replay(conn, report, found, progress).run()
+            _check_merkle(conn, report.entries, found)
             if invariants:
                 _check_invariants(conn, found)
         except _DATA_ERRORS as error:
@@ -198,6 +209,57 @@ def verify_database(
     report.problems_total = found.total
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_merkle(conn: Connection, entries: int, found: _Findings) -> None:
+    """Every stored complete subtree is the hash of its two children, and there are as many as
+    the log's size implies (one per leaf, less one per set bit of the size).
+
+    With the leaves checked by the replay, this proves every node by induction, streaming and in
+    constant memory: level 1 against the entries' hashes, each higher level against the one below.
+    """
+    parent, left, right = (aliased(MerkleNode) for _ in range(3))
+    left_leaf, right_leaf = aliased(LogEntry), aliased(LogEntry)
+    first = (
+        select(parent.level, parent.index, parent.hash, left_leaf.hash, right_leaf.hash)
+        .outerjoin(left_leaf, left_leaf.seq == parent.index * 2)
+        .outerjoin(right_leaf, right_leaf.seq == parent.index * 2 + 1)
+        .where(parent.level == 1)
+    )
+    higher = (
+        select(parent.level, parent.index, parent.hash, left.hash, right.hash)
+        .outerjoin(left, (left.level == parent.level - 1) & (left.index == parent.index * 2))
+        .outerjoin(right, (right.level == parent.level - 1) & (right.index == parent.index * 2 + 1))
+        .where(parent.level > 1)
+    )
+    stored = 0
+    for query in (first, higher):
+        for level, index, value, left_hash, right_hash in conn.execute(
+            query.execution_options(yield_per=10_000)
+        ):
+            stored += 1
+            seq = index << level
+            if left_hash is None or right_hash is None:
+                found.add(
+                    ProblemKind.MERKLE_MISMATCH,
+                    seq,
+                    f"Merkle node ({level}, {index}) has no children: leaves {seq}.."
+                    f"{seq + (1 << level) - 1} are not all in the log",
+                )
+            elif merkle.node_hash(bytes(left_hash), bytes(right_hash)) != bytes(value):
+                found.add(
+                    ProblemKind.MERKLE_MISMATCH,
+                    seq,
+                    f"Merkle node ({level}, {index}) over leaves {seq}..{seq + (1 << level) - 1} "
+                    "is not the hash of its children",
+                )
+    expected = entries - entries.bit_count()
+    if stored != expected:
+        found.add(
+            ProblemKind.MERKLE_MISMATCH,
+            None,
+            f"{stored} stored Merkle nodes, but a log of {entries} entries has {expected}",
+        )
 
 
 def _check_invariants(conn: Connection, found: _Findings) -> None:

@@ -17,12 +17,12 @@ def disable_guards(engine: Engine) -> None:
         if conn.dialect.name == "sqlite":
             names = conn.exec_driver_sql(
                 "SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                "AND tbl_name IN ('log_entries', 'postings')"
+                "AND tbl_name IN ('log_entries', 'postings', 'merkle_nodes')"
             ).scalars()
             for trigger in list(names):
                 conn.exec_driver_sql(f"DROP TRIGGER {trigger}")
         else:
-            for table in ("log_entries", "postings"):
+            for table in ("log_entries", "postings", "merkle_nodes"):
                 conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
 
 

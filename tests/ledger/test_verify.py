@@ -245,3 +245,27 @@ def test_the_problem_at_the_lowest_seq_comes_before_the_account_problems_it_caus
     report = _verify(history)
     assert _first(report) == (ProblemKind.GAP, 6)
     assert {p.kind for p in report.problems} >= {ProblemKind.BALANCE_MISMATCH}
+
+
+def test_an_edited_merkle_node_is_a_merkle_mismatch(history: Ledger) -> None:
+    with history.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE merkle_nodes SET hash = :h WHERE level = 2 AND idx = 0"),
+            {"h": b"\x01" * 32},
+        )
+    report = _verify(history)
+    # The edited node no longer hashes its children, and its parent no longer hashes it.
+    assert {(p.kind, p.seq) for p in report.problems} == {(ProblemKind.MERKLE_MISMATCH, 0)}
+    details = sorted(p.detail for p in report.problems)
+    assert details[0].startswith("Merkle node (2, 0) over leaves 0..3")
+    assert details[1].startswith("Merkle node (3, 0) over leaves 0..7")
+
+
+def test_a_deleted_merkle_node_is_reported_missing(history: Ledger) -> None:
+    with history.engine.begin() as conn:
+        conn.execute(text("DELETE FROM merkle_nodes WHERE level = 1 AND idx = 3"))
+    report = _verify(history)
+    assert report.problems_total >= 1
+    kinds = {p.kind for p in report.problems}
+    assert kinds == {ProblemKind.MERKLE_MISMATCH}
+    assert any("stored Merkle nodes" in p.detail for p in report.problems)
