@@ -8,6 +8,7 @@ examples is bounded so that the run stays within seconds per database.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import schemathesis
@@ -24,7 +25,9 @@ from schemathesis.python import asgi
 from api.app import create_app
 from tests.api.conftest import Api
 
-EXAMPLES = 12
+# The PostgreSQL pass repeats what the SQLite pass explored, for the database's own behaviour
+# (text with NUL bytes, integer overflow); fewer examples keep the whole suite within its budget.
+EXAMPLES = 5 if "--db=postgresql" in sys.argv else 12
 
 ROLE_BY_PREFIX = {
     "/v1/parent/": "parent",
