@@ -33,10 +33,19 @@ from ledger.escrow.context import Context
 from ledger.keys import LogKey
 from ledger.models import LogEntry
 from ledger.runtime import Ledger
+from ledger.verifier import RECEIPT_DOMAIN, receipt_message
+
+__all__ = [
+    "RECEIPT_DOMAIN",
+    "Receipt",
+    "Tx",
+    "Writer",
+    "WriterDep",
+    "receipt_message",
+    "sign_receipt",
+]
 
 M = TypeVar("M", bound=BaseModel)
-
-RECEIPT_DOMAIN = "tuition-escrow/receipt/v1"
 
 
 class IdempotencyKeyReused(InvalidState):
@@ -56,11 +65,6 @@ class Receipt(BaseModel):
     signature: str = Field(
         description="Ed25519 over receipt_message(origin, seq, hash), base64 (see docs/api.md)"
     )
-
-
-def receipt_message(origin: str, seq: int, hash_hex: str) -> bytes:
-    """The exact bytes a receipt signs: four lines, each ending in a newline."""
-    return f"{RECEIPT_DOMAIN}\n{origin}\n{seq}\n{hash_hex}\n".encode()
 
 
 def sign_receipt(key: LogKey, seq: int, entry_hash: bytes) -> Receipt:

@@ -53,9 +53,13 @@ class Settings(BaseSettings):
     settlement_time: time = time(2, 0)
     """Local time (``timezone``) of the daily settlement run."""
     sweep_minutes: int = 15
+    checkpoint_minutes: int = 10
+    """How often the worker signs a checkpoint (also at the end of every settlement run)."""
     """How often the deadline sweeps run."""
     scheduler: bool = True
     """Run the scheduled jobs inside ``escrow serve``; turn off when a separate worker runs them."""
+    witness_quorum: int = 0
+    """Cosignatures of distinct witnesses a checkpoint needs to count as witnessed (0: none)."""
 
     @field_validator("database_url")
     @classmethod
@@ -91,12 +95,19 @@ class Settings(BaseSettings):
             raise ValueError(f"ESCROW_POLICY_PROFILE: {name!r} is not a profile name")
         return name
 
-    @field_validator("sweep_minutes")
+    @field_validator("sweep_minutes", "checkpoint_minutes")
     @classmethod
-    def _check_sweep_minutes(cls, minutes: int) -> int:
+    def _check_minutes(cls, minutes: int) -> int:
         if not 1 <= minutes <= 1440:
-            raise ValueError("ESCROW_SWEEP_MINUTES must be within 1..1440")
+            raise ValueError("ESCROW_SWEEP_MINUTES and ESCROW_CHECKPOINT_MINUTES: 1..1440")
         return minutes
+
+    @field_validator("witness_quorum")
+    @classmethod
+    def _check_quorum(cls, quorum: int) -> int:
+        if not 0 <= quorum <= 100:
+            raise ValueError("ESCROW_WITNESS_QUORUM must be within 0..100")
+        return quorum
 
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Settings:

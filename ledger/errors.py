@@ -87,6 +87,23 @@ class LogKeyMismatch(LedgerError):
     title = "Log signing key does not match the log"
 
 
+class SignatureRequired(LedgerError):
+    """The party registered a signing key, so its reports must be signed; this one was not."""
+
+    status = 422
+    code = "signature-required"
+    title = "Signature required"
+
+
+class InvalidSignature(LedgerError):
+    """A report's signature is malformed, names a key that is not the party's active key, or does
+    not verify over the report's message."""
+
+    status = 422
+    code = "invalid-signature"
+    title = "Invalid signature"
+
+
 # --- The escrow domain -------------------------------------------------------------------------
 
 

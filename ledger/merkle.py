@@ -14,33 +14,46 @@ at most log2(n) of them, folded right to left. A ``Nodes`` source answers them (
 export, from the stored levels in the database), so a proof costs O(log n) node reads whatever
 the tree size, and ``needed_nodes`` lets the database fetch them all in one query.
 
-The verifiers follow RFC 9162 sections 2.1.3.2 and 2.1.4.2: bounded loops, hashes of the wrong
-length and indices out of range are rejected, and they return False rather than raising on any
-malformed input a client might hand them.
+The verifiers (RFC 9162 sections 2.1.3.2 and 2.1.4.2) live in ``ledger.verifier``, the one module
+a regulator reads to check an export offline; this module re-exports them.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-HASH_SIZE = 32
-LEAF_PREFIX = b"\x00"
-NODE_PREFIX = b"\x01"
-EMPTY_ROOT = hashlib.sha256(b"").digest()
-MAX_SIZE = 1 << 62
-"""Tree sizes beyond this are refused: no log gets there, and it bounds every loop."""
+from ledger.verifier import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    LEAF_PREFIX,
+    MAX_SIZE,
+    NODE_PREFIX,
+    is_hash,
+    leaf_hash,
+    node_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 
-
-def leaf_hash(data: bytes) -> bytes:
-    """SHA-256(0x00 || data)."""
-    return hashlib.sha256(LEAF_PREFIX + data).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    """SHA-256(0x01 || left || right)."""
-    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "LEAF_PREFIX",
+    "MAX_SIZE",
+    "NODE_PREFIX",
+    "MemoryTree",
+    "Nodes",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
+    "needed_nodes",
+    "node_hash",
+    "parents_completed",
+    "root",
+    "verify_consistency",
+    "verify_inclusion",
+]
 
 
 def _largest_power_of_two_below(n: int) -> int:
@@ -167,79 +180,6 @@ def consistency_proof(nodes: Nodes, old: int, size: int) -> list[bytes]:
     return [_subtree(fetched, start, end) for start, end in ranges]
 
 
-def _is_hash(value: object) -> bool:
-    return isinstance(value, bytes) and len(value) == HASH_SIZE
-
-
-def verify_inclusion(
-    index: int, size: int, leaf: bytes, proof: Sequence[bytes], expected_root: bytes
-) -> bool:
-    """RFC 9162 2.1.3.2: does ``proof`` place ``leaf`` at ``index`` in the tree with this root?"""
-    if not (isinstance(index, int) and isinstance(size, int)) or not 0 <= index < size:
-        return False
-    if size > MAX_SIZE or len(proof) > 64 or not _is_hash(leaf) or not _is_hash(expected_root):
-        return False
-    if not all(_is_hash(p) for p in proof):
-        return False
-    fn, sn = index, size - 1
-    r = leaf
-    for p in proof:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and r == expected_root
-
-
-def verify_consistency(
-    old: int, size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> bool:
-    """RFC 9162 2.1.4.2: is the tree (old, old_root) a prefix of the tree (size, new_root)?"""
-    if not (isinstance(old, int) and isinstance(size, int)) or not 0 <= old <= size <= MAX_SIZE:
-        return False
-    if not _is_hash(old_root) or not _is_hash(new_root) or len(proof) > 128:
-        return False
-    if not all(_is_hash(p) for p in proof):
-        return False
-    if old == size:
-        return not proof and old_root == new_root
-    if old == 0:
-        return not proof and old_root == EMPTY_ROOT
-    if not proof:
-        return False
-    path = list(proof)
-    if old & (old - 1) == 0:  # a power of two: the old root is the first node of the path
-        path.insert(0, old_root)
-    fn, sn = old - 1, size - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            return False
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    return sn == 0 and fr == old_root and sr == new_root
-
-
 class MemoryTree:
     """Complete subtrees kept in memory, level by level, as leaves are appended.
 
@@ -257,7 +197,7 @@ class MemoryTree:
         return len(self.levels[0])
 
     def append(self, leaf: bytes) -> None:
-        if not _is_hash(leaf):
+        if not is_hash(leaf):
             raise ValueError("a leaf hash is 32 bytes")
         self.levels[0].append(leaf)
         level = 0

@@ -33,11 +33,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session, aliased
 
-from ledger import merkle
+from ledger import merkle, rotation, verifier
 from ledger.accounts import AccountCode
+from ledger.checkpoints import SignedCheckpoint
 from ledger.errors import LedgerError
 from ledger.escrow.invariants import check_all
 from ledger.log import LEAF_PREFIX, ZERO_HASH, format_time
+from ledger.merkle_store import StoredTree
 from ledger.models import Account, LogEntry, MerkleNode, Posting
 
 _STREAM_BATCH = 5_000
@@ -76,6 +78,9 @@ class ProblemKind(StrEnum):
     """An escrow invariant of DESIGN.md (3-5) fails: a contract, an institution or an outflow."""
     MERKLE_MISMATCH = "merkle_mismatch"
     """A stored Merkle node is not the hash of its two children, or nodes are missing or extra."""
+    CHECKPOINT = "checkpoint"
+    """A stored checkpoint is malformed, not signed by the log key, beyond the log, or its root
+    is not the root of the log's first ``size`` entries."""
 
 
 # Problems that are usually consequences of an altered entry, listed after the entry problems.
@@ -193,6 +198,7 @@ def verify_database(
         try:
             _Replay(conn, report, found, progress).run()
             _check_merkle(conn, report.entries, found)
+            _check_checkpoints(conn, report.entries, found)
             if invariants:
                 _check_invariants(conn, found)
         except _DATA_ERRORS as error:
@@ -260,6 +266,76 @@ def _check_merkle(conn: Connection, entries: int, found: _Findings) -> None:
             None,
             f"{stored} stored Merkle nodes, but a log of {entries} entries has {expected}",
         )
+
+
+def _check_checkpoints(conn: Connection, entries: int, found: _Findings) -> None:
+    """Every stored checkpoint is a well-formed note signed by a log key valid when it was issued
+    (the genesis key until the overlap of the rotation that retires it ends, a rotated-in key for
+    checkpoints covering its rotation entry: ``ledger.rotation``), within the log, with the root
+    of the log's first ``size`` entries; and each is consistent with the one before (checked with
+    a consistency proof, as a witness would). Rotation entries that do not hold (not announced by
+    the old key, say) are reported, and the keys they name are not trusted."""
+    with Session(bind=conn) as session:
+        try:
+            keys = rotation.chain(session)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            found.add(ProblemKind.CHECKPOINT, 0, f"the genesis entry's key is unusable: {error}")
+            return
+        if keys is None:
+            return
+        for seq, reason in keys.problems:
+            found.add(ProblemKind.CHECKPOINT, seq, reason)
+        tree = StoredTree(session)
+        previous: tuple[int, bytes] | None = None
+        for row in session.scalars(select(SignedCheckpoint).order_by(SignedCheckpoint.id)):
+            where = f"checkpoint {row.id} (size {row.size})"
+            try:
+                note = verifier.Note.parse(row.note)
+                body = verifier.Checkpoint.parse(note.body)
+            except ValueError as error:
+                found.add(ProblemKind.CHECKPOINT, None, f"{where} is malformed: {error}")
+                continue
+            valid, stale = rotation.signers(keys, note, row.size, row.issued_at)
+            if not valid:
+                found.add(
+                    ProblemKind.CHECKPOINT,
+                    None,
+                    f"{where} is not signed by the log key"
+                    + (
+                        f" valid when it was issued (only by {stale[0].encode()}, retired then)"
+                        if stale
+                        else ""
+                    ),
+                )
+            if (body.origin, body.size, body.root) != (keys.origin, row.size, row.root):
+                found.add(ProblemKind.CHECKPOINT, None, f"{where}: its note and its row differ")
+            if body.size > entries:
+                found.add(
+                    ProblemKind.CHECKPOINT, None, f"{where} is beyond the log's {entries} entries"
+                )
+                continue
+            try:
+                recomputed = tree.root(body.size)
+            except LookupError as error:
+                found.add(ProblemKind.CHECKPOINT, None, f"{where}: {error}")
+                continue
+            if recomputed != body.root:
+                found.add(
+                    ProblemKind.CHECKPOINT,
+                    None,
+                    f"{where} signs a root that is not the root of the log's first "
+                    f"{body.size} entries",
+                )
+            elif previous is not None and previous[0] <= body.size:
+                proof = tree.consistency_proof(previous[0], body.size)
+                if not verifier.verify_consistency(
+                    previous[0], body.size, previous[1], body.root, proof
+                ):
+                    found.add(
+                        ProblemKind.CHECKPOINT, None, f"{where} is not consistent with the last"
+                    )
+            if recomputed == body.root:
+                previous = (body.size, body.root)
 
 
 def _check_invariants(conn: Connection, found: _Findings) -> None:

@@ -1,10 +1,11 @@
 """The clock-driven worker: APScheduler 3 with a SQLAlchemy job store in the service's own database.
 
-Jobs: the daily settlement (``ESCROW_SETTLEMENT_TIME``, 02:00 Asia/Shanghai by default) and the
-deadline sweeps (every ``ESCROW_SWEEP_MINUTES``). Missed runs are coalesced into one, and every
-start catches up at once: sweeps first (silence may have confirmed lessons while the service was
-down), then settlement of every due date. ``Worker.add_periodic`` is where further jobs (checkpoint
-signing) join.
+Jobs: the daily settlement (``ESCROW_SETTLEMENT_TIME``, 02:00 Asia/Shanghai by default), the
+deadline sweeps (every ``ESCROW_SWEEP_MINUTES``) and checkpoint signing (every
+``ESCROW_CHECKPOINT_MINUTES``, and at the end of each settlement run). Missed runs are coalesced
+into one, and every start catches up at once: sweeps first (silence may have confirmed lessons
+while the service was down), then settlement of every due date. ``Worker.add_periodic`` is where
+further jobs join.
 
 Each process that runs a worker has its own scheduler; on PostgreSQL an advisory lock per job lets
 exactly one of them execute a job at a time, and settlement is idempotent besides, so two workers
@@ -24,6 +25,8 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from ledger import checkpoints, witnesses
+from ledger.checkpoints import SignedCheckpoint
 from ledger.runtime import Ledger
 from settlement.engine import SettlementReport, settle
 from settlement.locks import exclusive
@@ -33,6 +36,7 @@ log = logging.getLogger("settlement.worker")
 
 SETTLEMENT_JOB = "escrow.settlement"
 SWEEP_JOB = "escrow.sweeps"
+CHECKPOINT_JOB = "escrow.checkpoints"
 
 # The job store persists jobs as references to module-level functions; they reach the worker of
 # this process through this variable.
@@ -43,6 +47,12 @@ def run_settlement_job() -> None:
     """Scheduled entry point: settle every due date (skipped if another process is at it)."""
     if _worker is not None:
         _worker.settle_due()
+
+
+def run_checkpoint_job() -> None:
+    """Scheduled entry point: sign a checkpoint of the log as it is now."""
+    if _worker is not None:
+        _worker.checkpoint("schedule")
 
 
 def run_sweep_job() -> None:
@@ -73,6 +83,8 @@ class Worker:
                 log.info("settlement is running in another process; skipped")
                 return None
             report = settle(self.ledger.sessions, self.ledger.escrow)
+        # Bank files and balances of this run are covered by a signed checkpoint at once.
+        self.checkpoint("settlement")
         log.info(
             "settled %d batches, %d lessons, %d fen payable; %d institutions held",
             len(report.created),
@@ -97,6 +109,15 @@ class Worker:
                 report.overdue,
             )
         return report
+
+    def checkpoint(self, reason: str) -> SignedCheckpoint:
+        """Sign the log as it is now (a size already signed is not signed again)."""
+        with self.ledger.sessions.begin() as session:
+            signed = checkpoints.issue(session, self.ledger.log, self.ledger.key, reason=reason)
+            session.expunge(signed)
+        # Cosignatures from the registered witnesses; a witness that is down is logged, no more.
+        witnesses.collect_quietly(self.ledger, signed)
+        return signed
 
     def catch_up(self) -> CatchUp:
         """What a start does: sweeps first, then settle everything that fell due meanwhile."""
@@ -141,6 +162,7 @@ class Worker:
             misfire_grace_time=None,
         )
         self.add_periodic(SWEEP_JOB, run_sweep_job, settings.sweep_minutes)
+        self.add_periodic(CHECKPOINT_JOB, run_checkpoint_job, settings.checkpoint_minutes)
         if catch_up:
             self.scheduler.add_job(self.catch_up, jobstore="once", id="escrow.catch_up")
         self.scheduler.start()

@@ -21,6 +21,15 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from api.auth import BankPrincipal
 from api.deps import ReadSession
 from api.pagination import Cursor, Limit, Page, paginate
+from api.party_keys import (
+    PartyKeyIn,
+    PartyKeyOut,
+    PartyKeyRegistered,
+    PartySignatureIn,
+    list_keys,
+    register,
+    signature_of,
+)
 from api.problems import responses
 from api.writes import Receipt, Tx, WriterDep, sign_receipt
 from ledger.accounts import AccountKind
@@ -41,6 +50,7 @@ from ledger.escrow import contracts, queries, refunds, scope
 from ledger.escrow.contracts import ReceiptOutcome
 from ledger.log import Appended
 from ledger.money import JSON_SAFE_MAX
+from ledger.party_keys import PartyKind
 from settlement import payouts
 
 router = APIRouter(prefix="/v1/bank", tags=["banks"])
@@ -106,6 +116,11 @@ class ReceiptReport(BaseModel):
     payer: PayerType = Field(
         description="Who paid; a lender's payment is not booked but recorded for return "
         "(loan-funded tuition is banned)"
+    )
+    signature: PartySignatureIn | None = Field(
+        default=None,
+        description="The bank's signature over this payment's message (docs/audit.md); required "
+        "while the bank has an active key (POST /v1/bank/keys), stored in the log entry",
     )
 
 
@@ -210,6 +225,7 @@ def _book(tx: Tx, bank_id: str, report: ReceiptReport) -> ReceiptOutcome:
         amount_fen=report.amount_fen,
         bank_reference=report.bank_reference,
         payer=report.payer,
+        signature=signature_of(report.signature),
     )
 
 
@@ -228,7 +244,8 @@ def report_receipt(bank: BankPrincipal, body: ReceiptReport, writer: WriterDep) 
     (`wrong-amount`), the contract must await payment, and a bank reference is used once
     (`duplicate-bank-reference`). A lender's payment is answered `status: returned`: it is
     recorded, not booked, and the bank sends it back. A contract at an institution whose escrow
-    this bank does not hold answers 404.
+    this bank does not hold answers 404. While the bank has a signing key, the report must carry
+    its `signature` (422 signature-required, invalid-signature).
     """
 
     def work(tx: Tx) -> ReceiptBooking:
@@ -307,6 +324,46 @@ def lodge_risk_deposit(bank: BankPrincipal, body: RiskDepositReport, writer: Wri
         )
 
     return writer.run(bank, body, work, status=201)
+
+
+# --- signing keys -------------------------------------------------------------------------------
+
+
+@router.post(
+    "/keys",
+    status_code=201,
+    response_model=PartyKeyRegistered,
+    summary="Register the bank's receipt-signing key",
+    responses=responses(400, 401, 403, 409, 413, 422),
+)
+def register_key(bank: BankPrincipal, body: PartyKeyIn, writer: WriterDep) -> object:
+    """Register an Ed25519 public key: from now on every payment this bank reports must be
+    signed with it (422 signature-required otherwise), and the signature is kept in the log, so
+    anyone holding the log can prove the bank itself reported each payment.
+
+    One key is active at a time: a new key revokes the previous one (both recorded in the log),
+    and signatures made with the old key are refused from then on. Registering the active key
+    again changes nothing; a key once revoked cannot come back (409).
+    """
+
+    def work(tx: Tx) -> PartyKeyRegistered:
+        return register(tx, PartyKind.BANK, bank, body)
+
+    return writer.run(bank, body, work, status=201)
+
+
+@router.get(
+    "/keys",
+    response_model=Page[PartyKeyOut],
+    summary="The bank's signing keys",
+    responses=_LIST_ERRORS,
+)
+def list_bank_keys(
+    bank: BankPrincipal, session: ReadSession, cursor: Cursor = None, limit: Limit = 100
+) -> Page[PartyKeyOut]:
+    """Every key the bank registered, oldest first, with the log entries that registered and
+    revoked each: to check that no key was registered in its name that it does not hold."""
+    return list_keys(session, PartyKind.BANK, bank.id, cursor, limit)
 
 
 # --- payouts ----------------------------------------------------------------------------------

@@ -20,6 +20,15 @@ from sqlalchemy.orm import Session
 from api.auth import InstitutionPrincipal
 from api.deps import ReadSession
 from api.pagination import Cursor, Limit, Page, paginate
+from api.party_keys import (
+    PartyKeyIn,
+    PartyKeyOut,
+    PartyKeyRegistered,
+    PartySignatureIn,
+    list_keys,
+    register,
+    signature_of,
+)
 from api.problems import responses
 from api.writes import Receipt, Tx, WriterDep
 from ledger.accounts import AccountKind
@@ -41,6 +50,7 @@ from ledger.errors import NotFound
 from ledger.escrow import parties, queries, scope
 from ledger.escrow import refunds as refund_ops
 from ledger.escrow.lessons import MAX_BATCH, LessonReport, report_lessons, withdraw_lesson
+from ledger.party_keys import PartyKind
 
 router = APIRouter(prefix="/v1/institution", tags=["institutions"])
 
@@ -90,9 +100,20 @@ class LessonReportIn(BaseModel):
         "the course started"
     )
     teacher_id: IdField = Field(description="The institution's id of the teacher who taught it")
+    signature: PartySignatureIn | None = Field(
+        default=None,
+        description="The institution's signature over this lesson's message (docs/audit.md); "
+        "required while it has an active key (POST /v1/institution/keys), stored in the log entry",
+    )
 
     def to_report(self) -> LessonReport:
-        return LessonReport(self.contract_id, self.ref, self.delivered_at, self.teacher_id)
+        return LessonReport(
+            self.contract_id,
+            self.ref,
+            self.delivered_at,
+            self.teacher_id,
+            signature_of(self.signature),
+        )
 
 
 class LessonBatchIn(BaseModel):
@@ -422,7 +443,9 @@ def report_lesson(
     the first time, with a receipt for that entry, and records nothing new; the same ref for a
     different lesson is refused (409 lesson-ref-conflict). Refused while the institution is frozen
     or closing (409 institution-not-active), for a lesson in the future or before the course
-    started (422), and on a contract that is unpaid, ended or has no lesson left (409).
+    started (422), and on a contract that is unpaid, ended or has no lesson left (409). While the
+    institution has a signing key, the lesson must carry its `signature` (422 signature-required,
+    invalid-signature); a repeat of a recorded ref is answered as before, signed or not.
     """
 
     def work(tx: Tx) -> LessonReported:
@@ -454,7 +477,8 @@ def report_lesson_batch(
     the problem names it. Refs already reported come back as they were recorded, so a batch that
     timed out can simply be sent again; only the lessons not yet recorded are written.
 
-    More than 1,000 lessons is a validation error (split the batch).
+    More than 1,000 lessons is a validation error (split the batch). Each lesson carries its own
+    `signature` while the institution has a signing key, so each log entry can be verified alone.
     """
 
     def work(tx: Tx) -> LessonBatchReported:
@@ -527,6 +551,51 @@ def withdraw(
         )
 
     return writer.run(principal, None, work)
+
+
+# --- signing keys ---------------------------------------------------------------------------------
+
+
+@router.post(
+    "/keys",
+    response_model=PartyKeyRegistered,
+    status_code=201,
+    summary="Register the institution's lesson-signing key",
+    responses=responses(400, 401, 403, 409, 413, 422),
+)
+def register_key(
+    body: PartyKeyIn, principal: InstitutionPrincipal, writer: WriterDep
+) -> JSONResponse:
+    """Register an Ed25519 public key: from now on every lesson this institution reports must be
+    signed with it (422 signature-required otherwise), and the signature is kept in the log, so
+    anyone holding the log can prove the institution itself claimed each lesson.
+
+    One key is active at a time: a new key revokes the previous one (both recorded in the log),
+    and signatures made with the old key are refused from then on. Registering the active key
+    again changes nothing; a key once revoked cannot come back (409).
+    """
+
+    def work(tx: Tx) -> PartyKeyRegistered:
+        return register(tx, PartyKind.INSTITUTION, principal, body)
+
+    return writer.run(principal, body, work, status=201)
+
+
+@router.get(
+    "/keys",
+    response_model=Page[PartyKeyOut],
+    summary="The institution's signing keys",
+    responses=responses(401, 403, 422),
+)
+def keys(
+    principal: InstitutionPrincipal,
+    session: ReadSession,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[PartyKeyOut]:
+    """Every key the institution registered, oldest first, with the log entries that registered
+    and revoked each: to check that no key was registered in its name that it does not hold."""
+    return list_keys(session, PartyKind.INSTITUTION, principal.id, cursor, limit)
 
 
 # --- contracts ------------------------------------------------------------------------------------

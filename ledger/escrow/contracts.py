@@ -35,6 +35,7 @@ from ledger.escrow.parties import new_id
 from ledger.journal import Posting, balance
 from ledger.log import Appended
 from ledger.money import DEFAULT_CURRENCY, JSON_SAFE_MAX, Money
+from ledger.party_keys import PartyKind, SignatureIn, check_signature, receipt_message
 
 MAX_LESSON_MINUTES = 480
 MAX_LESSONS = 10_000  # sanity bounds; the policy limits are far lower
@@ -250,17 +251,34 @@ def book_receipt(
     amount_fen: int,
     bank_reference: str,
     payer: PayerType,
+    signature: SignatureIn | None = None,
 ) -> ReceiptOutcome:
     """The custody bank reports the prepayment for a contract.
 
     A lender's payment is not booked: it is recorded as to be returned (loan-funded tuition is
     banned), whatever the state of the contract. Anything else that does not fit is refused and
     changes nothing. Booking activates the contract and releases its cost advance, if it has one.
+    A bank that registered a signing key must sign the report (``receipt_message``); the signature
+    is stored in the entry, booked or returned.
     """
     ctx.lock(session)
     bank_reference = inputs.code(bank_reference, "bank reference")
     amount_fen = inputs.integer(amount_fen, "amount", high=JSON_SAFE_MAX)
     payer = inputs.choice(payer, PayerType, "payer")
+    signed = check_signature(
+        session,
+        PartyKind.BANK,
+        bank_id,
+        receipt_message(
+            bank=bank_id,
+            contract=contract_id,
+            amount=amount_fen,
+            bank_reference=bank_reference,
+            payer=payer.value,
+        ),
+        signature,
+        what=f"payment {bank_reference}",
+    )
     _reference_unused(session, bank_id, bank_reference)
     contract = scope.contract_for_bank(session, bank_id, contract_id)
     institution = scope.institution(session, contract.institution_id)
@@ -283,6 +301,8 @@ def book_receipt(
         "bank_reference": bank_reference,
         "payer": payer.value,
     }
+    if signed is not None:
+        facts["signature"] = signed
     if payer is PayerType.LENDER:
         receipt.status = ReceiptStatus.RETURNED
         rule = LoanFundedTuition(

@@ -46,6 +46,7 @@ from ledger.escrow.parties import new_id
 from ledger.journal import Posting, balance
 from ledger.log import Event, format_time
 from ledger.money import Money
+from ledger.party_keys import PartyKind, SignatureIn, lesson_message, signatures
 
 MAX_BATCH = 1_000
 AUTO_CONFIRM_CHUNK = 5_000
@@ -60,6 +61,8 @@ class LessonReport:
     ref: str
     delivered_at: datetime
     teacher_id: str
+    signature: SignatureIn | None = None
+    """The institution's signature over ``lesson_message``; required once it registered a key."""
 
 
 def _check_report(report: LessonReport) -> None:
@@ -122,6 +125,7 @@ def report_lessons(
             )
         )
     }
+    signed = signatures(session, PartyKind.INSTITUTION, institution_id)
     values: dict[str, int] = {}  # each contract's remaining value as the batch cuts it
     results: list[Lesson] = []
     new: list[Lesson] = []
@@ -136,6 +140,17 @@ def report_lessons(
                 )
             results.append(known)
             continue
+        signature = signed.check(
+            lesson_message(
+                institution=institution_id,
+                contract=report.contract_id,
+                ref=report.ref,
+                delivered_at=report.delivered_at,
+                teacher=report.teacher_id,
+            ),
+            report.signature,
+            what=f"lesson {report.ref}",
+        )
         contract = contracts.get(report.contract_id)
         if contract is None:
             raise NotFound(f"no contract {report.contract_id}")
@@ -215,6 +230,7 @@ def report_lessons(
                     "price": price,
                     "advance": advance,
                     "confirm_by": format_time(lesson.confirm_by),
+                    **({} if signature is None else {"signature": signature}),
                 },
                 # the price is never 0: a contract's value covers every lesson at >= 1 fen
                 tuple(p for p in postings if p.amount.amount),

@@ -8,11 +8,13 @@ from typing import Any, Literal
 from alembic import context
 from sqlalchemy import Connection
 
-import ledger.access
-import ledger.entities  # noqa: F401 - registers the escrow tables on the metadata
+from ledger import access, checkpoints, entities, party_keys, witnesses
 from ledger.config import Settings
 from ledger.db import make_engine
 from ledger.models import Base, UTCDateTime
+
+# Importing these modules registers their tables on the metadata autogenerate compares with.
+MODEL_MODULES = (access, checkpoints, entities, party_keys, witnesses)
 
 config = context.config
 target_metadata = Base.metadata
