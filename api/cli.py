@@ -14,10 +14,10 @@ from rich.table import Table
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
 
-from api import cli_settlement, cli_tokens
+from api import cli_audit, cli_keys, cli_settlement, cli_tokens, cli_witness
 from api.cli_common import DatabaseUrl, err, masked, out, settings_for
 from api.demo import DemoSummary, build_demo, demo_start
-from ledger import keys, schema
+from ledger import keys, rotation, schema
 from ledger.clock import ManualClock
 from ledger.config import Settings
 from ledger.db import is_sqlite, make_engine, session_factory
@@ -200,8 +200,30 @@ def migrate(database_url: DatabaseUrl = None) -> None:
 def verify(
     database_url: DatabaseUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    export_dir: Annotated[
+        Path | None, typer.Option("--export", help="Verify an export directory offline (no DB)")
+    ] = None,
+    proof: Annotated[
+        Path | None, typer.Option("--proof", help="Verify an inclusion proof bundle offline")
+    ] = None,
+    log_key: Annotated[
+        list[str] | None, typer.Option("--log-key", help="A trusted log verifier key")
+    ] = None,
+    witness_key: Annotated[
+        list[str] | None, typer.Option("--witness-key", help="A trusted witness verifier key")
+    ] = None,
+    quorum: Annotated[
+        int | None, typer.Option("--quorum", min=0, help="Witness cosignatures to require")
+    ] = None,
 ) -> None:
-    """Replay the whole log and check every hash, link, posting and balance. Exit 1 on any problem."""
+    """Replay the whole log and check every hash, link, posting and balance. Exit 1 on any problem.
+
+    With --export DIR or --proof FILE, verify those files instead, offline: no database is opened.
+    """
+    if export_dir is not None or proof is not None:
+        cli_audit.verify_offline(
+            export_dir, proof, log_key or [], witness_key or [], quorum, as_json
+        )
     settings = settings_for(database_url)
     engine = make_engine(settings.database_url)
     try:
@@ -276,6 +298,7 @@ def _log_key(database_url: str | None) -> keys.LogKey:
     try:
         if inspect(engine).has_table("log_entries"):
             with session_factory(engine, read_only=True)() as session:
+                key = rotation.active_key(session, settings.key_dir, key)  # after a rotation
                 check_key(session, key)
     except LogKeyMismatch as error:
         err.print(f"[red]{error.detail}[/red]")
@@ -316,6 +339,9 @@ def key_export(
 
 cli_settlement.register(app)
 cli_tokens.register(app)
+cli_audit.register(app)
+cli_witness.register(app)
+cli_keys.register(key_app)
 
 
 def main() -> None:

@@ -55,9 +55,7 @@ def sign(key: LogKey | Sequence[LogKey], size: int, root: bytes) -> str:
     if not signers or len({k.name for k in signers}) != 1:
         raise ValueError("a checkpoint is signed by one or more keys of the same log")
     body = verifier.Checkpoint(signers[0].name, size, root).body()
-    lines = tuple(
-        verifier.NoteSignature(k.name, k.key_id, k.sign(body.encode())) for k in signers
-    )
+    lines = tuple(verifier.NoteSignature(k.name, k.key_id, k.sign(body.encode())) for k in signers)
     return verifier.Note(body, lines).text()
 
 

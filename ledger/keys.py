@@ -14,6 +14,8 @@ import hashlib
 import os
 import stat
 import tempfile
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -21,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 ALG_ED25519 = b"\x01"
 KEY_FILE = "log-ed25519.pem"
+"""The key the log was opened with. Keys created by a rotation sit beside it as
+``log-ed25519-<key id>.pem`` (``rotated_key_file``); old keys are kept, never overwritten."""
 
 
 def key_id(name: str, public_key: bytes) -> bytes:
@@ -44,6 +48,9 @@ class LogKey:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         self.key_id = key_id(name, self.public_bytes)
+        self.retiring: tuple[tuple[LogKey, datetime], ...] = ()
+        """Keys this one replaced whose announced overlap has not necessarily ended, each with
+        the end of its overlap; set by ``ledger.rotation.active_key``."""
 
     @property
     def verifier_key(self) -> str:
@@ -68,6 +75,16 @@ class LogKey:
         """An Ed25519 signature over ``message``."""
         return self._private.sign(message)
 
+    def signing_keys(self, now: datetime) -> Sequence[LogKey]:
+        """The keys a checkpoint issued at ``now`` carries: this one, then every retiring key
+        still inside its overlap (verifiers that only know the old key keep working meanwhile)."""
+        return [self, *(old for old, until in self.retiring if now < until)]
+
+
+def rotated_key_file(key: LogKey) -> str:
+    """The file name of a key created by a rotation: ``log-ed25519-<key id hex>.pem``."""
+    return f"log-ed25519-{key.key_id.hex()}.pem"
+
 
 def load_or_create(key_dir: Path, name: str) -> LogKey:
     """Load the log key from ``key_dir``, creating it (0600) on first use.
@@ -80,12 +97,28 @@ def load_or_create(key_dir: Path, name: str) -> LogKey:
     if path.exists():
         return load(key_dir, name)
     private = Ed25519PrivateKey.generate()
+    if not _write_new(path, private):
+        return load(key_dir, name)
+    return LogKey(name, private)
+
+
+def create_rotated(key_dir: Path, name: str) -> LogKey:
+    """A fresh key for a rotation, written (0600) beside the others as ``rotated_key_file``."""
+    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = LogKey(name, Ed25519PrivateKey.generate())
+    if not _write_new(key_dir / rotated_key_file(key), key._private):
+        raise FileExistsError(f"{key_dir / rotated_key_file(key)} already exists")
+    return key
+
+
+def _write_new(path: Path, private: Ed25519PrivateKey) -> bool:
+    """Write a private key to a new file, atomically; False if the file already exists."""
     pem = private.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd, temporary = tempfile.mkstemp(dir=key_dir, prefix=".log-key-")  # mode 0600
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".log-key-")  # mode 0600
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
@@ -94,10 +127,10 @@ def load_or_create(key_dir: Path, name: str) -> LogKey:
         try:
             os.link(temporary, path)  # atomic, and fails if another process won the race
         except FileExistsError:
-            return load(key_dir, name)
+            return False
     finally:
         os.unlink(temporary)
-    return LogKey(name, private)
+    return True
 
 
 def load(key_dir: Path, name: str) -> LogKey:
@@ -108,6 +141,19 @@ def load(key_dir: Path, name: str) -> LogKey:
     path = key_dir / KEY_FILE
     if not path.exists():
         raise FileNotFoundError(f"no log key at {path}; the service creates it on first start")
+    return _load_file(path, name)
+
+
+def load_all(key_dir: Path, name: str) -> dict[str, LogKey]:
+    """Every log key in ``key_dir`` (the first one and those of rotations), by verifier key."""
+    found: dict[str, LogKey] = {}
+    for path in sorted(key_dir.glob("log-ed25519*.pem")):
+        key = _load_file(path, name)
+        found[key.verifier_key] = key
+    return found
+
+
+def _load_file(path: Path, name: str) -> LogKey:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise PermissionError(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger import keys, schema
+from ledger import keys, rotation, schema
 from ledger.calendar import WorkingCalendar
 from ledger.clock import Clock, SystemClock
 from ledger.config import Settings
@@ -55,13 +55,19 @@ def ensure_genesis(session: Session, log: EventLog, key: keys.LogKey) -> Appende
 
 
 def check_key(session: Session, key: keys.LogKey) -> None:
-    """Refuse a key (or origin) other than the one the log was opened with."""
+    """Refuse a key (or origin) other than the log's current one: the key the log was opened
+    with, or the last key a valid rotation chain from it announced (``ledger.rotation``)."""
     opened = genesis_key(session)
-    if opened is not None and opened[1] != key.verifier_key:
+    if opened is None:
+        return
+    found = rotation.chain(session)
+    current = found.current.encode() if found is not None else opened[1]
+    if current != key.verifier_key:
         raise LogKeyMismatch(
-            f"the log was opened as {opened[0]!r} with key {opened[1]!r}, "
-            f"but the configured origin and key directory give {key.verifier_key!r}; "
-            "restore the original key (and ESCROW_LOG_NAME) instead of creating a new one",
+            f"the log was opened as {opened[0]!r} with key {opened[1]!r} and its current key is "
+            f"{current!r}, but the configured origin and key directory give "
+            f"{key.verifier_key!r}; restore the original key (and ESCROW_LOG_NAME) instead of "
+            "creating a new one",
         )
 
 
@@ -103,7 +109,9 @@ class Ledger:
             key = keys.load_or_create(settings.key_dir, settings.log_name)
             ledger = cls(settings, engine, key, clock or SystemClock(), policies)
             with transaction(ledger.sessions) as session:
-                ensure_genesis(session, ledger.log, key)
+                # After a rotation the current key is another file of the key directory.
+                ledger.key = rotation.active_key(session, settings.key_dir, key)
+                ensure_genesis(session, ledger.log, ledger.key)
         except BaseException:
             engine.dispose()
             raise

@@ -564,22 +564,28 @@ def _key_periods(data: object, what: str, report: ExportReport) -> list[KeyPerio
     return periods
 
 
-def _merge_trusted(listed: list[KeyPeriod], given: list[KeyPeriod] | None) -> list[KeyPeriod]:
-    """The keys to check signatures with: the given ones (with the export's validity periods
-    when the export lists them too) if any were given, else the export's own."""
+def _merge_trusted(
+    listed: list[KeyPeriod], given: list[KeyPeriod] | None, *, keep_listed: bool
+) -> list[KeyPeriod]:
+    """The keys to check signatures with. Without given keys, the export's own. With given keys:
+    those (with the export's validity periods when it lists them too, marked trusted), plus,
+    if ``keep_listed``, the export's other keys.
+
+    Log keys keep the listed ones: a log key the caller does not hold (an older one, before a
+    rotation) is still proven by the log itself (genesis entry, rotation announcements signed by
+    the key they retire, checked against keys.json), and the latest checkpoint must carry a given
+    key's signature. Witness keys do not: only the witnesses the caller trusts count.
+    """
     if given is None:
         return listed
-    merged = []
-    for key in given:
-        periods = [p for p in listed if p.text == key.text]
-        merged.extend(
-            [
-                KeyPeriod(p.key, p.text, p.valid_from, p.valid_until, p.holder, trusted=True)
-                for p in periods
-            ]
-            or [key]
-        )
-    return merged
+    wanted = {key.text for key in given}
+    merged = [
+        KeyPeriod(p.key, p.text, p.valid_from, p.valid_until, p.holder, trusted=p.text in wanted)
+        for p in listed
+        if keep_listed or p.text in wanted
+    ]
+    known = {p.text for p in listed}
+    return merged + [key for key in given if key.text not in known]
 
 
 class _ExportStream:
@@ -970,8 +976,8 @@ def verify_export(
         report.problem(
             EXPORT_KEYS, "none of the given log keys is a key of this log: it is another log"
         )
-    signing = _merge_trusted(listed_log, given_log)
-    cosigning = _merge_trusted(listed_witness, given_witness)
+    signing = _merge_trusted(listed_log, given_log, keep_listed=True)
+    cosigning = _merge_trusted(listed_witness, given_witness, keep_listed=False)
     effective = listed_quorum if quorum is None else quorum
     if effective == 0:
         report.warn(
@@ -990,9 +996,11 @@ def verify_export(
     if given_log is not None and signed:
         largest = max(c.size for c in signed)
         if not any(p.trusted for c in signed if c.size == largest for p in c.signers):
+            last = max(c.id for c in signed if c.size == largest)
             report.problem(
-                f"checkpoint {max(c.id for c in signed if c.size == largest)} (size {largest})",
+                f"checkpoint {last} (size {largest})",
                 "the latest checkpoint is not signed by any of the given log keys",
+                checkpoint=last,
             )
     if not signed:
         report.warn(

@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api import proofs
 from api.auth import ParentPrincipal
 from api.deps import LedgerDep, ReadSession
 from api.pagination import Cursor, Limit, Page, paginate
@@ -39,10 +40,12 @@ from ledger.entities import (
     Student,
 )
 from ledger.entities import Receipt as BankReceipt
+from ledger.errors import NotFound
 from ledger.escrow import contracts, lessons, parties, queries, refunds, scope, supervision
 from ledger.escrow.contracts import MAX_CLASS_SIZE, MAX_LESSON_MINUTES, MAX_LESSONS, Terms
 from ledger.escrow.queries import ContractSummary
 from ledger.models import LogEntry, PersonalData
+from ledger.money import JSON_SAFE_MAX
 
 router = APIRouter(prefix="/v1/parent", tags=["parents"])
 
@@ -698,3 +701,28 @@ def list_receipts(
         ],
         next_cursor=page.next_cursor,
     )
+
+
+# --- proofs --------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/proofs/{seq}",
+    response_model=proofs.InclusionBundle,
+    summary="A self-contained inclusion proof of one of the family's log entries",
+    responses=responses(401, 403, 404, 422),
+)
+def proof_bundle(
+    parent: ParentPrincipal,
+    ledger: LedgerDep,
+    seq: Annotated[int, Path(ge=0, le=JSON_SAFE_MAX, description="The entry's seq", examples=[42])],
+) -> proofs.InclusionBundle:
+    """Proof, for keeping, that an entry about the family (a payment's receipt, a lesson report
+    or confirmation, a refund step; the `seq` of a receipt) is in the log: the entry, its audit
+    path and the latest signed checkpoint with the witnesses' cosignatures, in one JSON file that
+    `escrow verify --proof FILE --log-key VKEY` checks offline. Another family's entry answers 404,
+    like a missing one."""
+    with ledger.readers() as session:
+        if not proofs.concerns_parent(session, parent.id, seq):
+            raise NotFound(f"no log entry {seq} of this parent", seq=seq)
+    return proofs.inclusion_bundle(ledger, seq)

@@ -32,6 +32,7 @@ AUDIENCE = {
     "/v1/admin/": ("admin",),
     "/v1/audit/proofs/": ("regulator", "bank"),
     "/v1/audit/": ("regulator", "bank", "admin"),
+    "/v1/witnesses": ("bank", "regulator", "admin"),  # registering: banks and regulators only
 }
 # Operations whose method narrows the audience of their path.
 METHOD_AUDIENCE = {("POST", "/v1/audit/checkpoints"): ("regulator",)}
@@ -45,6 +46,10 @@ OUTSIDER = {
 }
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MATRIX_KEY = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="  # RFC 8032 test 1 Ed25519 public key
+# The same key as a C2SP cosigner (0x04) verifier key, for the witness endpoints.
+WITNESS_KEY = (
+    "witness.bank-of-ningbo.example/w1+57862104+BNdamAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea"
+)
 
 
 @dataclass
@@ -91,6 +96,30 @@ def scene(api: Api) -> dict[str, Ids]:
     return {"own": own, "foreign": foreign}
 
 
+def _witness_id(api: Api) -> str:
+    """world.bank's witness key (registered on first use): the bank's own, other_bank's foreign."""
+    from sqlalchemy import select
+
+    from ledger import witnesses
+
+    world = api.world
+    query = select(witnesses.WitnessKey.id).where(witnesses.WitnessKey.holder_id == world.bank)
+    with world.read() as session:
+        found = session.scalars(query).first()
+    if found is None:
+        world.do(
+            witnesses.register_key,
+            holder_role="bank",
+            holder_id=world.bank,
+            verifier_key=WITNESS_KEY,
+            url="https://witness.matrix.example",
+            actor="admin:tests",
+        )
+        with world.read() as session:
+            found = session.scalars(query).one()
+    return found
+
+
 def _path(template: str, ids: Ids, api: Api) -> str:
     values = {
         "contract_id": ids.contract,
@@ -104,6 +133,8 @@ def _path(template: str, ids: Ids, api: Api) -> str:
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name == "witness_id":
+            return _witness_id(api)
         if name == "seq":  # an entry of the family's own: the contract's creation
             return str(api.world.get(Contract, ids.contract).created_seq)
         assert name in values, f"no value for path parameter {name}: add it to the matrix"
@@ -199,6 +230,7 @@ def _body(method: str, template: str, ids: Ids, api: Api) -> Any:
         },
         "/v1/admin/parents": {"name": "陈"},
         "/v1/admin/tokens": {"role": "admin", "principal_id": "matrix"},
+        "/v1/witnesses": {"verifier_key": WITNESS_KEY, "url": "https://witness.matrix.example"},
     }
     if method == "GET":
         return None
