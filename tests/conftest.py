@@ -35,6 +35,11 @@ TEST_LOG_NAME = "test.tuition-escrow.example/log"
 START = datetime(2026, 9, 1, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai on a Tuesday
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Test modules that size themselves by database read this (xdist workers have no argv).
+    os.environ["ESCROW_TEST_DB"] = str(config.getoption("--db"))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--db",

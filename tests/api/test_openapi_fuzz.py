@@ -8,7 +8,7 @@ examples is bounded so that the run stays within seconds per database.
 
 from __future__ import annotations
 
-import sys
+import os
 from typing import Any
 
 import schemathesis
@@ -27,7 +27,7 @@ from tests.api.conftest import Api
 
 # The PostgreSQL pass repeats what the SQLite pass explored, for the database's own behaviour
 # (text with NUL bytes, integer overflow); fewer examples keep the whole suite within its budget.
-EXAMPLES = 5 if "--db=postgresql" in sys.argv else 12
+EXAMPLES = 5 if os.environ.get("ESCROW_TEST_DB") == "postgresql" else 12
 
 ROLE_BY_PREFIX = {
     "/v1/parent/": "parent",
