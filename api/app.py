@@ -8,7 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import problems
-from api.routers import admin, audit, banks, health, institutions, parents, regulators, witnesses
+from api.routers import (
+    admin,
+    audit,
+    banks,
+    health,
+    institutions,
+    parents,
+    reconciliation,
+    regulators,
+    witnesses,
+)
 from ledger.config import Settings
 from ledger.runtime import Ledger
 
@@ -51,4 +61,5 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
     for module in (health, parents, institutions, banks, regulators, admin, audit):
         app.include_router(module.router)
     app.include_router(witnesses.router)
+    app.include_router(reconciliation.router)
     return app

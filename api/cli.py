@@ -14,8 +14,9 @@ from rich.table import Table
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
 
-from api import cli_audit, cli_keys, cli_settlement, cli_tokens, cli_witness
+from api import cli_audit, cli_keys, cli_reconcile, cli_settlement, cli_tokens, cli_witness
 from api.cli_common import DatabaseUrl, err, masked, out, settings_for
+from api.cli_risk import register as register_risk
 from api.demo import DemoSummary, build_demo, demo_start
 from ledger import keys, rotation, schema
 from ledger.clock import ManualClock
@@ -81,6 +82,7 @@ def _print_demo(summary: DemoSummary) -> None:
         "refunded",
         "escrow",
         "liability",
+        "risk grades by day",
         title="The demo month",
     )
     for row in summary.institutions:
@@ -95,6 +97,7 @@ def _print_demo(summary: DemoSummary) -> None:
             str(Money(row.refunded_fen)),
             str(Money(row.escrow_fen)),
             str(Money(row.liability_fen)),
+            row.grades,
         )
     out.print(table)
     for refused in summary.refused:
@@ -341,6 +344,8 @@ cli_settlement.register(app)
 cli_tokens.register(app)
 cli_audit.register(app)
 cli_witness.register(app)
+register_risk(app)
+cli_reconcile.register(app)
 cli_keys.register(key_app)
 
 

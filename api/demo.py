@@ -6,8 +6,8 @@ are reported every evening, parents confirm some and let silence confirm others,
 disputed and withdrawn and another resolved by the regulator, refunds are asked before and after
 courses start (one rejected, one approved by silence), a lender's payment is returned, and a
 contract beyond the limits is refused. One institution stops teaching, draws refund requests, is
-frozen and then wound down. Settlement runs every night at 02:00 and the banks pay the
-instructions at 10:00 (one payout bounces and is retried the next night). Everything goes through
+frozen and then wound down; its risk grade goes from A to D before the freeze. Settlement and
+risk grading run every night at 02:00 and the banks pay the instructions at 10:00 (one payout bounces and is retried the next night). Everything goes through
 the same services the API uses, with the clock moved forward, and the run ends with a full
 verification.
 """
@@ -43,6 +43,7 @@ from ledger.escrow import contracts, lessons, parties, queries, refunds, supervi
 from ledger.escrow.contracts import Terms
 from ledger.escrow.invariants import check_all
 from ledger.escrow.lessons import LessonReport
+from ledger.risk import grade_all, history
 from ledger.runtime import Ledger
 from ledger.verify import Report, verify_database
 from settlement import payouts
@@ -98,6 +99,8 @@ class InstitutionRow:
     refunded_fen: int
     escrow_fen: int
     liability_fen: int
+    grades: str = ""
+    """Its risk grade for each day of the month, oldest first (e.g. ``AAAABDD``)."""
 
 
 @dataclass
@@ -293,7 +296,7 @@ class _Month:
         batches: dict[str, list[LessonReport]] = {}
         delivered_at = self.clock.now() - timedelta(hours=1)
         for contract in active:
-            if contract.institution_id == self.sports and day >= 15:
+            if contract.institution_id == self.sports and day >= 14:
                 continue  # the operator stops teaching: the classic warning sign
             if weekday not in self.schedule.get(contract.id, ()):
                 continue
@@ -468,6 +471,8 @@ class _Month:
         """The nightly run: yesterday's confirmed lessons become payouts (T+1)."""
         self.at(day, 2)
         settle(self.ledger.sessions, self.ctx)
+        # after settlement, as the worker does: every institution's grade for the day that ended
+        grade_all(self.ledger.sessions, self.ctx)
 
     def banks_pay_institutions(self, day: int) -> None:
         """The banks execute the night's payout instructions; one bounces and is retried."""
@@ -479,8 +484,11 @@ class _Month:
                     .order_by(Payout.instructed_seq)
                 )
             )
-        for index, payout in enumerate(instructed):
-            if day == 8 and index == 0:
+        bounced = False
+        for payout in instructed:
+            # the arts centre's, so that which institution bounces does not depend on random ids
+            if day == 8 and not bounced and payout.institution_id == self.arts:
+                bounced = True
                 self.do(
                     payouts.fail_payout,
                     bank_id=payout.bank_id,
@@ -563,6 +571,7 @@ class _Month:
                         refunded_fen=sum(r.amount_fen or 0 for r in all_refunds),
                         escrow_fen=accounts[AccountKind.ESCROW].amount,
                         liability_fen=queries.institution_liability(session, institution).amount,
+                        grades="".join(g.grade.value for g in history(session, institution.id)),
                     )
                 )
             summary.entries = self.ledger.log.head(session).size

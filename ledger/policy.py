@@ -82,6 +82,56 @@ class Policy:
     alert_min_balance_fen: int
     alert_min_balance_new_fen: int
     alert_max_daily_outflow_fen: int
+    risk: RiskPolicy
+    """Risk grading (``ledger.risk``): the rules' thresholds and points, and the grade boundaries."""
+
+
+@dataclass(frozen=True, slots=True)
+class RiskRule:
+    """One risk rule: it fires when its signal reaches ``threshold`` and then adds ``points``."""
+
+    threshold: int
+    points: int
+
+
+RISK_RULES: dict[str, tuple[int, int]] = {
+    # rule -> bounds of its threshold; units and comparisons are documented in ledger/risk.py
+    "liability_large": (1, JSON_SAFE_MAX),  # fen of undelivered lessons, fires at or above
+    "coverage_short": (1, 1_000),  # percent, fires below
+    "refund_share": (1, 100),  # percent of liability, fires at or above
+    "refund_surge": (1, 100),  # percent of liability, fires at or above
+    "refunds_overdue": (1, 1_000_000),  # refunds, fires at or above
+    "disputes_open": (1, 1_000_000),  # lessons, fires at or above
+    "lessons_drop": (0, 99),  # percent of the usual week, fires at or below
+    "lessons_stopped": (0, 99),  # percent of the usual week, fires at or below
+    "outflow_daily": (1, JSON_SAFE_MAX),  # fen out of escrow in the day, fires at or above
+    "outflow_share": (1, 1_000),  # percent of liability, fires at or above
+    "payouts_failed": (1, 1_000_000),  # failed payouts in the look-back, fires at or above
+    "breaks_open": (1, 1_000_000),  # open reconciliation breaks, fires at or above
+}
+_MAX_RISK_POINTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RiskPolicy:
+    """Thresholds of the daily risk grade: points of each rule that fires add up to a score.
+
+    The score (times ``academic_weight_percent`` / 100 for an academic institution) reaches
+    ``grade_b_points`` for B, ``grade_c_points`` for C and ``grade_d_points`` for D.
+    """
+
+    grade_b_points: int
+    grade_c_points: int
+    grade_d_points: int
+    academic_weight_percent: int
+    lookback_days: int
+    baseline_min_lessons: int
+    frozen_points: int
+    winding_down_points: int
+    rules: tuple[tuple[str, RiskRule], ...]
+
+    def rule(self, name: str) -> RiskRule:
+        return dict(self.rules)[name]
 
 
 class PolicyError(ValueError):
@@ -260,6 +310,7 @@ _TOP = {
     "windows",
     "advance",
     "alerts",
+    "risk",
 }
 _LIMITS = {"max_months", "max_lessons", "max_amount_fen"}
 _WINDOWS = {
@@ -335,6 +386,51 @@ def _parse(profile: str, document: Mapping[str, Any]) -> Policy:
         alert_min_balance_fen=alerts.integer("min_balance_fen", 1),
         alert_min_balance_new_fen=alerts.integer("min_balance_new_institution_fen", 1),
         alert_max_daily_outflow_fen=alerts.integer("max_daily_outflow_fen", 1),
+        risk=_risk(top),
+    )
+
+
+def _risk(top: _Table) -> RiskPolicy:
+    """The [risk] table: grade boundaries in ascending order, then one { threshold, points } per rule."""
+    scalars = {
+        "grade_b_points",
+        "grade_c_points",
+        "grade_d_points",
+        "academic_weight_percent",
+        "lookback_days",
+        "baseline_min_lessons",
+        "frozen_points",
+        "winding_down_points",
+    }
+    risk = top.table("risk", scalars | set(RISK_RULES))
+    b = risk.integer("grade_b_points", 1, _MAX_RISK_POINTS)
+    c = risk.integer("grade_c_points", 1, _MAX_RISK_POINTS)
+    d = risk.integer("grade_d_points", 1, _MAX_RISK_POINTS)
+    if not b < c < d:
+        raise risk.error(
+            risk.key("grade_c_points"),
+            f"must lie strictly between grade_b_points ({b}) and grade_d_points ({d}), got {c}",
+        )
+    rules = []
+    for name, (low, high) in RISK_RULES.items():
+        spec = risk.table(name, {"threshold", "points"})
+        rules.append(
+            (
+                name,
+                RiskRule(spec.integer("threshold", low, high), spec.integer("points", 0, d)),
+            )
+        )
+    return RiskPolicy(
+        grade_b_points=b,
+        grade_c_points=c,
+        grade_d_points=d,
+        # An academic licence weighs at least as much as any other (DOMAIN.md, Zhenhai grading).
+        academic_weight_percent=risk.integer("academic_weight_percent", 100, 1_000),
+        lookback_days=risk.integer("lookback_days", 1, _MAX_DAYS),
+        baseline_min_lessons=risk.integer("baseline_min_lessons", 1),
+        frozen_points=risk.integer("frozen_points", 0, d),
+        winding_down_points=risk.integer("winding_down_points", 0, d),
+        rules=tuple(rules),
     )
 
 

@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from ledger import checkpoints, witnesses
 from ledger.checkpoints import SignedCheckpoint
+from ledger.risk import RiskReport, grade_all
 from ledger.runtime import Ledger
 from settlement.engine import SettlementReport, settle
 from settlement.locks import exclusive
@@ -83,6 +84,7 @@ class Worker:
                 log.info("settlement is running in another process; skipped")
                 return None
             report = settle(self.ledger.sessions, self.ledger.escrow)
+            self.grade_risk()
         # Bank files and balances of this run are covered by a signed checkpoint at once.
         self.checkpoint("settlement")
         log.info(
@@ -92,6 +94,26 @@ class Worker:
             report.payable_fen,
             len(report.held),
         )
+        return report
+
+    def grade_risk(self) -> RiskReport | None:
+        """Grade every institution for the business date that just ended (after its settlement).
+
+        A failure is logged and never stops settlement; the next run, or ``escrow risk``, grades
+        what is missing (grading a date is idempotent).
+        """
+        try:
+            report = grade_all(self.ledger.sessions, self.ledger.escrow)
+        except Exception:
+            log.exception("risk grading failed")
+            return None
+        if report.alerts or report.failed:
+            log.warning(
+                "risk grades of %s: %d alerts raised, %d institutions failed",
+                report.business_date,
+                len(report.alerts),
+                len(report.failed),
+            )
         return report
 
     def sweep(self) -> SweepReport | None:

@@ -9,10 +9,12 @@ reaches only the institutions whose escrow it holds; anything else answers 404.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Literal, cast
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -31,6 +33,15 @@ from api.party_keys import (
     signature_of,
 )
 from api.problems import responses
+from api.routers.reconciliation import (
+    BreakResolved,
+    ResolveBreak,
+    StatementImported,
+    StatementReportOut,
+    StatementSummary,
+    report_out,
+    resolved,
+)
 from api.writes import Receipt, Tx, WriterDep, sign_receipt
 from ledger.accounts import AccountKind
 from ledger.entities import (
@@ -51,7 +62,9 @@ from ledger.escrow.contracts import ReceiptOutcome
 from ledger.log import Appended
 from ledger.money import JSON_SAFE_MAX
 from ledger.party_keys import PartyKind
-from settlement import payouts
+from settlement import payouts, reconcile
+from settlement.statement_tables import BankStatement
+from settlement.statements import CSV_COLUMNS
 
 router = APIRouter(prefix="/v1/bank", tags=["banks"])
 
@@ -840,3 +853,179 @@ def get_institution(
 ) -> InstitutionEscrow:
     """One escrow account this bank holds; another bank's institution answers 404."""
     return _escrow(session, scope.institution_for_bank(session, bank.id, institution_id))
+
+
+# --- reconciliation (对账) ------------------------------------------------------------------------
+
+_STATEMENT_MEDIA = {
+    "application/xml": "camt.053",
+    "text/xml": "camt.053",
+    "text/csv": "csv",
+}
+_STATEMENT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The statement file itself, at most 1,000,000 bytes: ISO 20022 camt.053 "
+        "(application/xml) or the documented CSV (text/csv); see docs/reconciliation.md",
+        "content": {
+            "application/xml": {"schema": {"type": "string"}},
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": ",".join(CSV_COLUMNS)
+                + "\nESC00001,CNY,2026-09-02,OPBD,1000.00,,,\n"
+                + "ESC00001,CNY,2026-09-02,CRDT,3000.00,NB20260902000123,,ctr_5add02cfab0d91bb\n"
+                + "ESC00001,CNY,2026-09-02,CLBD,4000.00,,,\n",
+            },
+        },
+    }
+}
+
+
+class StatementFile(BaseModel):
+    """What identifies an upload for its Idempotency-Key: the file's hash and its format."""
+
+    sha256: str
+    format: str
+
+
+@dataclass(frozen=True)
+class _Upload:
+    data: bytes
+    format: Literal["camt.053", "csv"]
+
+
+async def _statement_upload(request: Request) -> _Upload:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    fmt = _STATEMENT_MEDIA.get(media)
+    if fmt is None:
+        raise HTTPException(
+            415,
+            "send the statement as application/xml (camt.053) or text/csv, "
+            f"not {media[:60] or 'no content type'}",
+        )
+    data = await request.body()
+    return _Upload(data, "camt.053" if fmt == "camt.053" else "csv")
+
+
+StatementUpload = Annotated[_Upload, Depends(_statement_upload)]
+StatementId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
+BreakId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
+
+
+@router.post(
+    "/statements",
+    status_code=201,
+    response_model=StatementImported,
+    summary="Upload an escrow account's daily statement and reconcile it",
+    responses={
+        **responses(400, 401, 403, 404, 409, 413, 415, 422),
+        200: {"model": StatementImported, "description": "The same file was imported before"},
+    },
+    openapi_extra=_STATEMENT_BODY,
+)
+def import_statement(
+    bank: BankPrincipal, writer: WriterDep, upload: StatementUpload, session: ReadSession
+) -> object:
+    """The daily statement (对账单) of one escrow account this bank holds, matched line by line
+    with the ledger: receipts, risk deposits, executed payouts and paid refunds. The answer is the
+    report: every line with its result and every break with its reason and signed amount,
+    including a closing balance that differs from the ledger's escrow balance at the end of the
+    business day.
+
+    The same file again answers the stored report (200, `created: false`) and stores nothing. A
+    malformed file (`statement-malformed`, `statement-inconsistent`), XML with a DTD or entities
+    (`statement-unsafe-xml`), a currency other than CNY (`statement-currency`), a day not yet
+    ended, or an oversized file (413) is refused and nothing is stored; an account this bank does
+    not hold answers 404. One statement per account and day: another file for a day already
+    imported is 409 (`statement-conflict`).
+    """
+    digest = hashlib.sha256(upload.data).hexdigest()
+    known = session.scalar(
+        select(BankStatement.id).where(
+            BankStatement.bank_id == bank.id, BankStatement.file_sha256 == digest
+        )
+    )
+    payload = StatementFile(sha256=digest, format=upload.format)
+
+    def work(tx: Tx) -> StatementImported:
+        outcome = reconcile.import_statement(
+            tx.session, tx.ctx, bank_id=bank.id, data=upload.data, fmt=upload.format
+        )
+        report = report_out(reconcile.report(tx.session, outcome.statement))
+        return StatementImported(
+            **report.model_dump(),
+            created=outcome.created,
+            receipt=tx.receipt(outcome.statement.imported_seq),
+        )
+
+    return writer.run(bank, payload, work, status=200 if known else 201)
+
+
+@router.get(
+    "/statements",
+    response_model=Page[StatementSummary],
+    summary="Statements this bank imported",
+    responses=_LIST_ERRORS,
+)
+def list_statements(
+    bank: BankPrincipal,
+    session: ReadSession,
+    institution_id: Annotated[
+        str | None,
+        Query(pattern=ID_PATTERN, max_length=64, description="Only this institution's"),
+    ] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[StatementSummary]:
+    """Every statement this bank uploaded, in the order imported, with its balances against the
+    ledger and its break count; `GET /v1/bank/statements/{id}` has the lines and breaks."""
+    query = select(BankStatement).where(BankStatement.bank_id == bank.id)
+    if institution_id is not None:
+        query = query.where(BankStatement.institution_id == institution_id)
+    return paginate(
+        session,
+        query,
+        BankStatement.imported_seq,
+        BankStatement.id,
+        cursor,
+        limit,
+        StatementSummary.of,
+    )
+
+
+@router.get(
+    "/statements/{statement_id}",
+    response_model=StatementReportOut,
+    summary="The reconciliation report of one statement",
+    responses=_ONE_ERRORS,
+)
+def get_statement(
+    bank: BankPrincipal, session: ReadSession, statement_id: StatementId
+) -> StatementReportOut:
+    """Every line with its result and every break with its reason, and whether each break is
+    resolved; another bank's statement answers 404."""
+    statement = reconcile.statement_for_bank(session, bank.id, statement_id)
+    return report_out(reconcile.report(session, statement))
+
+
+@router.post(
+    "/breaks/{break_id}/resolve",
+    response_model=BreakResolved,
+    summary="Resolve a reconciliation break with a note",
+    responses=_WRITE_ERRORS,
+)
+def resolve_break(
+    bank: BankPrincipal, break_id: BreakId, body: ResolveBreak, writer: WriterDep
+) -> object:
+    """Close a break of one of this bank's statements with a note saying why (booked the next
+    day, bank error corrected under reference X, ...). The note is a
+    `reconciliation.break_resolved` log entry; nothing the import found is edited. A break is
+    resolved once (409 after); another bank's break answers 404."""
+
+    def work(tx: Tx) -> BreakResolved:
+        view = reconcile.resolve_break(
+            tx.session, tx.ctx, break_id=break_id, note=body.note, bank_id=bank.id
+        )
+        return resolved(tx, view)
+
+    return writer.run(bank, body, work)

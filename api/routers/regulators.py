@@ -8,7 +8,7 @@ on reads and on every action (the services check it through ``ledger.escrow.scop
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -23,6 +23,7 @@ from api.log_view import Entry, scan
 from api.pagination import Cursor, Limit, Page, decode, encode, paginate
 from api.problems import responses
 from api.writes import Receipt, Tx, WriterDep
+from ledger import risk as risk_grading
 from ledger.entities import (
     ConfirmedBy,
     Institution,
@@ -39,6 +40,7 @@ from ledger.errors import InvalidRequest
 from ledger.escrow import inputs, lessons, queries, refunds, scope, supervision
 from ledger.escrow.parties import ALL_DISTRICTS
 from ledger.models import LogEntry
+from ledger.risk import Grade, RiskAlert, RiskGrade
 
 router = APIRouter(prefix="/v1/regulator", tags=["regulators"])
 
@@ -793,3 +795,263 @@ def events(
         next_cursor=None if scanned.next_after is None else encode(scanned.next_after, _LOG_CURSOR),
         resume_cursor=encode(scanned.resume_after, _LOG_CURSOR),
     )
+
+
+# --- risk grades and alerts -----------------------------------------------------------------
+
+AlertId = Annotated[
+    str,
+    Path(
+        pattern=ID_PATTERN,
+        max_length=64,
+        description="The alert's id",
+        examples=["alr_5e0c3b9a7d2f4e18"],
+    ),
+]
+
+
+class RiskReason(BaseModel):
+    """One rule that fired: the signal's value against the profile's threshold, and its points."""
+
+    rule: str = Field(examples=["refund_share"], description="The rule's key in the profile [risk]")
+    value: int | str = Field(description="The signal's value (a status for the status rules)")
+    threshold: int | None = Field(description="The profile's threshold; null for status rules")
+    comparison: str = Field(examples=[">="], description="How value is compared with threshold")
+    unit: str = Field(examples=["percent"], description="fen, percent, refunds, lessons, ...")
+    points: int = Field(description="Points it added to the score")
+
+
+class RiskSignals(BaseModel):
+    """Every input of a grade, as of the end of the business date (money in fen)."""
+
+    business_date: date
+    through_seq: int = Field(description="The last log entry before the business date ended")
+    licence: str
+    status: str = Field(description="The institution's status at the end of the date")
+    liability_fen: int = Field(description="学生余量: value of every undelivered lesson")
+    escrow_fen: int
+    advance_fen: int
+    owed_out_fen: int = Field(description="Payable and refund_payable: escrow already owed out")
+    coverage_percent: int | None = Field(
+        description="(escrow - owed out) / (liability - advances); null when nothing is owed"
+    )
+    refunds_count: int
+    refunds_fen: int
+    refund_share_percent: int
+    overdue_refunds: int
+    overdue_refunds_fen: int
+    open_disputes: int
+    lessons_week: int
+    lessons_baseline: int
+    baseline_days: int
+    lessons_week_percent: int | None = Field(
+        description="This week's lessons against the usual week; null without enough history"
+    )
+    outflow_fen: int
+    outflow_percent: int
+    failed_payouts: int
+    open_breaks: int
+
+
+class RiskGradeView(BaseModel):
+    """An institution's grade for one business date and why."""
+
+    institution_id: str
+    institution_name: str
+    district: str
+    business_date: date
+    grade: Grade = Field(description="A green, B yellow, C orange, D red")
+    score: int
+    policy: str = Field(description="The profile whose [risk] table graded it")
+    reasons: list[RiskReason]
+    signals: RiskSignals
+    seq: int = Field(description="The risk.graded log entry")
+
+
+class RiskAlertView(BaseModel):
+    """A grade that worsened into C or D, and whether a regulator has acknowledged it."""
+
+    id: str
+    institution_id: str
+    institution_name: str
+    business_date: date
+    from_grade: Grade | None = Field(description="The previous grade; null for a first grade")
+    to_grade: Grade
+    reasons: list[RiskReason]
+    raised_seq: int
+    acknowledged: bool
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    note: str | None
+
+
+class AcknowledgeBody(BaseModel):
+    """What the regulator does about the alert; logged with the acknowledgement."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"note": "on-site inspection booked for Monday"}]},
+    )
+
+    note: str = Field(min_length=1, max_length=500)
+
+
+class AcknowledgeResult(BaseModel):
+    alert: RiskAlertView
+    receipt: Receipt | None
+
+
+def _institution(session: Session, institution_id: str) -> Institution:
+    found = session.get(Institution, institution_id)
+    assert found is not None
+    return found
+
+
+def risk_grade_view(session: Session, grade: RiskGrade) -> RiskGradeView:
+    institution = _institution(session, grade.institution_id)
+    return RiskGradeView(
+        institution_id=institution.id,
+        institution_name=institution.name,
+        district=institution.district,
+        business_date=grade.business_date,
+        grade=grade.grade,
+        score=grade.score,
+        policy=grade.policy,
+        reasons=[RiskReason.model_validate(r) for r in grade.reasons],
+        signals=RiskSignals.model_validate(grade.signals),
+        seq=grade.seq,
+    )
+
+
+def risk_alert_view(session: Session, alert: RiskAlert) -> RiskAlertView:
+    return RiskAlertView(
+        id=alert.id,
+        institution_id=alert.institution_id,
+        institution_name=_institution(session, alert.institution_id).name,
+        business_date=alert.business_date,
+        from_grade=alert.from_grade,
+        to_grade=alert.to_grade,
+        reasons=[RiskReason.model_validate(r) for r in alert.reasons],
+        raised_seq=alert.raised_seq,
+        acknowledged=alert.acknowledged_seq is not None,
+        acknowledged_by=alert.acknowledged_by,
+        acknowledged_at=alert.acknowledged_at,
+        note=alert.note,
+    )
+
+
+@router.get(
+    "/risk",
+    response_model=Page[RiskGradeView],
+    summary="Current risk grades of the jurisdiction's institutions",
+    responses=responses(401, 403, 404, 422),
+)
+def risk_grades(
+    principal: RegulatorPrincipal,
+    session: ReadSession,
+    grade: Annotated[Grade | None, Query(description="Only institutions at this grade")] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[RiskGradeView]:
+    """Each supervised institution's latest grade (A green, B yellow, C orange, D red) with the
+    rules that fired and every signal behind it: where to send inspectors first. Grades are
+    computed every night after settlement for the business date that ended (`escrow risk` does it
+    by hand); an institution not graded yet is absent. Filter with `grade=D` for the red list."""
+    regulator = scope.regulator(session, principal.id)
+    return paginate(
+        session,
+        risk_grading.current_grades_query(regulator, grade),
+        RiskGrade.seq,
+        RiskGrade.id,
+        cursor,
+        limit,
+        lambda found: risk_grade_view(session, found),
+    )
+
+
+@router.get(
+    "/risk/{institution_id}",
+    response_model=Page[RiskGradeView],
+    summary="One institution's risk grade history with reasons",
+    responses=responses(401, 403, 404, 422),
+)
+def risk_history(
+    principal: RegulatorPrincipal,
+    session: ReadSession,
+    institution_id: InstitutionId,
+    since: Annotated[
+        date | None, Query(description="Only business dates on or after this one")
+    ] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[RiskGradeView]:
+    """Every grade of the institution, in the order it was graded (business date order for the
+    nightly run), each with the rules that fired and the signals: how it got where it is. 404
+    outside the jurisdiction, exactly as for an institution that does not exist."""
+    institution = scope.institution_for_regulator(session, principal.id, institution_id)
+    return paginate(
+        session,
+        risk_grading.history_query(institution, since),
+        RiskGrade.seq,
+        RiskGrade.id,
+        cursor,
+        limit,
+        lambda found: risk_grade_view(session, found),
+    )
+
+
+@router.get(
+    "/alerts",
+    response_model=Page[RiskAlertView],
+    summary="Risk alerts of the jurisdiction",
+    responses=responses(401, 403, 404, 422),
+)
+def risk_alerts(
+    principal: RegulatorPrincipal,
+    session: ReadSession,
+    acknowledged: Annotated[
+        bool | None,
+        Query(description="false: open alerts only; true: acknowledged ones only"),
+    ] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page[RiskAlertView]:
+    """Alerts raised when an institution's grade worsened into C (orange) or D (red), oldest
+    first, with the reasons of that grade. `acknowledged=false` is the work queue."""
+    regulator = scope.regulator(session, principal.id)
+    return paginate(
+        session,
+        risk_grading.alerts_query(regulator, acknowledged),
+        RiskAlert.raised_seq,
+        RiskAlert.id,
+        cursor,
+        limit,
+        lambda found: risk_alert_view(session, found),
+    )
+
+
+@router.post(
+    "/alerts/{alert_id}/acknowledge",
+    response_model=AcknowledgeResult,
+    summary="Acknowledge a risk alert",
+    responses=responses(400, 401, 403, 404, 409, 422),
+)
+def acknowledge_alert(
+    principal: RegulatorPrincipal,
+    writer: WriterDep,
+    alert_id: AlertId,
+    body: AcknowledgeBody,
+) -> JSONResponse:
+    """Take an alert off the open list, saying what is done about it; the acknowledgement (who,
+    when, the note) is a log entry. 404 for an alert outside the jurisdiction; 409 if it was
+    already acknowledged."""
+
+    def work(tx: Tx) -> AcknowledgeResult:
+        alert = risk_grading.acknowledge(
+            tx.session, tx.ctx, regulator_id=principal.id, alert_id=alert_id, note=body.note
+        )
+        return AcknowledgeResult(
+            alert=risk_alert_view(tx.session, alert), receipt=tx.receipt(alert.acknowledged_seq)
+        )
+
+    return writer.run(principal, body, work)

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import logging.config
+from types import ModuleType
 from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy import Connection
 
 from ledger import access, checkpoints, entities, party_keys, witnesses
+from ledger import risk as risk_grading
 from ledger.config import Settings
 from ledger.db import make_engine
 from ledger.models import Base, UTCDateTime
+from settlement import statement_tables
 
 # Importing these modules registers their tables on the metadata autogenerate compares with.
-MODEL_MODULES = (access, checkpoints, entities, party_keys, witnesses)
+MODEL_MODULES: tuple[ModuleType, ...] = (
+    access,
+    checkpoints,
+    entities,
+    party_keys,
+    witnesses,
+    statement_tables,
+)
+MODEL_MODULES += (risk_grading,)
 
 config = context.config
 target_metadata = Base.metadata

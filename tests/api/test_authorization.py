@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ledger.entities import Contract, Lesson, Payout, Refund, SettlementBatch
+from ledger.entities import Contract, Institution, Lesson, Payout, Refund, SettlementBatch
 from ledger.escrow import lessons, refunds
+from settlement import reconcile
 from tests.api.conftest import Api
 
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/audit/public-key")}
@@ -61,6 +62,8 @@ class Ids:
     payout: str
     institution: str
     student: str
+    statement: str = ""
+    break_id: str = ""
 
 
 def _build(api: Api, institution: str, parent: str, student: str) -> Ids:
@@ -93,6 +96,17 @@ def scene(api: Api) -> dict[str, Ids]:
             ids.payout = session.query(Payout).filter_by(batch_id=batch.id).one().id
             assert session.get(Lesson, ids.lesson) is not None
             assert session.get(Refund, ids.refund) is not None
+    for ids in (own, foreign):  # a statement of 1 Sep with breaks, for each institution
+        account = world.get(Institution, ids.institution).escrow_account
+        csv = (
+            "account,currency,booking_date,direction,amount,bank_reference,end_to_end_id,"
+            f"remittance\n{account},CNY,2026-09-01,OPBD,0,,,\n"
+            f"{account},CNY,2026-09-01,CRDT,1.00,M-S1,,\n{account},CNY,2026-09-01,CLBD,1.00,,,\n"
+        )
+        imported = world.do(reconcile.import_statement, bank_id=world.bank, data=csv.encode())
+        ids.statement = imported.statement.id
+        with world.read() as session:
+            ids.break_id = reconcile.report(session, imported.statement).breaks[0].found.id
     return {"own": own, "foreign": foreign}
 
 
@@ -120,6 +134,25 @@ def _witness_id(api: Api) -> str:
     return found
 
 
+def _alert_id(api: Api, ids: Ids) -> str:
+    """The tenant's risk alert for 1 September: both scenes refund a quarter of what they owe
+    (refund_share + refund_surge: C for the school, D for the academic academy)."""
+    from datetime import date
+
+    from sqlalchemy import select
+
+    from ledger.risk import RiskAlert, grade_all
+
+    world = api.world
+    grade_all(world.ledger.sessions, world.ctx, date(2026, 9, 1))
+    with world.read() as session:
+        found = session.scalars(
+            select(RiskAlert.id).where(RiskAlert.institution_id == ids.institution)
+        ).first()
+    assert found is not None, "the scene no longer raises a risk alert: see ledger/policies"
+    return found
+
+
 def _path(template: str, ids: Ids, api: Api) -> str:
     values = {
         "contract_id": ids.contract,
@@ -129,12 +162,16 @@ def _path(template: str, ids: Ids, api: Api) -> str:
         "payout_id": ids.payout,
         "institution_id": ids.institution,
         "token_id": "tok_0000000000000000",
+        "statement_id": ids.statement,
+        "break_id": ids.break_id,
     }
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         if name == "witness_id":
             return _witness_id(api)
+        if name == "alert_id":
+            return _alert_id(api, ids)
         if name == "seq":  # an entry of the family's own: the contract's creation
             return str(api.world.get(Contract, ids.contract).created_seq)
         assert name in values, f"no value for path parameter {name}: add it to the matrix"
@@ -217,6 +254,7 @@ def _body(method: str, template: str, ids: Ids, api: Api) -> Any:
         },
         "/v1/regulator/contracts/{contract_id}/force-refund": {"reason": "complaint"},
         "/v1/regulator/lessons/{lesson_id}/resolve": {"decision": "parent", "note": "absent"},
+        "/v1/regulator/alerts/{alert_id}/acknowledge": {"note": "inspection booked"},
         "/v1/admin/banks": {"name": "Matrix Bank"},
         "/v1/admin/regulators": {"name": "Matrix bureau", "jurisdiction": "beilun"},
         "/v1/admin/institutions": {
@@ -230,6 +268,8 @@ def _body(method: str, template: str, ids: Ids, api: Api) -> Any:
         },
         "/v1/admin/parents": {"name": "陈"},
         "/v1/admin/tokens": {"role": "admin", "principal_id": "matrix"},
+        "/v1/bank/breaks/{break_id}/resolve": {"note": "matrix"},
+        "/v1/regulator/breaks/{break_id}/resolve": {"note": "matrix"},
         "/v1/witnesses": {"verifier_key": WITNESS_KEY, "url": "https://witness.matrix.example"},
     }
     if method == "GET":

@@ -91,6 +91,43 @@ def test_the_demo_tells_the_whole_story(demo: tuple[Ledger, DemoSummary]) -> Non
     assert types["payout.executed"] > 30
 
 
+def test_the_collapsing_institution_goes_from_a_to_d_before_its_freeze(
+    demo: tuple[Ledger, DemoSummary],
+) -> None:
+    from ledger.risk import RiskAlert, history
+
+    ledger, summary = demo
+    with ledger.readers() as session:
+        by_name = {i.name: i for i in session.scalars(select(Institution))}
+        sports = by_name["飞跃体育"]
+        frozen_at = session.scalar(
+            select(LogEntry.time).where(LogEntry.type == "institution.frozen")
+        )
+        assert frozen_at is not None
+        freeze_day = ledger.escrow.local_date(frozen_at)
+        grades = [(g.business_date, g.grade.value) for g in history(session, sports.id)]
+        before = "".join(grade for day, grade in grades if day < freeze_day)
+        alerts = list(
+            session.scalars(select(RiskAlert).where(RiskAlert.institution_id == sports.id))
+        )
+        healthy = {
+            name: "".join(g.grade.value for g in history(session, i.id))
+            for name, i in by_name.items()
+            if i.id != sports.id
+        }
+    # green for its first weeks, red before the regulator froze it
+    assert before.startswith("A" * 14)
+    assert before.endswith("D")
+    assert set(before) <= {"A", "B", "C", "D"}
+    assert before.index("D") > before.rindex("A")
+    assert any(a.to_grade.value == "D" and a.business_date < freeze_day for a in alerts)
+    for letters in healthy.values():
+        assert len(letters) == 30
+        assert set(letters) <= {"A", "B"}
+    row = next(r for r in summary.institutions if r.name == "飞跃体育")
+    assert row.grades == "".join(grade for _, grade in grades)
+
+
 def test_escrow_demo_refuses_a_database_that_is_not_empty(tmp_path: Path) -> None:
     runner = CliRunner()
     url = f"sqlite:///{tmp_path / 'demo.db'}"
