@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -21,11 +20,12 @@ from sqlalchemy import ColumnElement, Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ledger.errors import InvalidRequest
+from ledger.escrow.inputs import CODE
 from ledger.money import JSON_SAFE_MAX
 
 T = TypeVar("T")
 DEFAULT_LIMIT = 100
-IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+IDENT = CODE
 """The shape of every id this service issues; a cursor naming anything else is refused."""
 MAX_LIMIT = 500
 

@@ -8,14 +8,15 @@ entry naming the administrator, so the regulator can audit who was given access 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from api.auth import AdminPrincipal
 from api.deps import ReadSession
+from api.ids import IdField, IdPath
 from api.pagination import Cursor, Limit, Page, paginate
 from api.problems import responses
 from api.writes import Tx, WriterDep
@@ -25,10 +26,9 @@ from ledger.escrow import parties
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
+Id: TypeAlias = IdField
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-TokenId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
+TokenId: TypeAlias = IdPath
 
 
 class Registered(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal, TypeAlias, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
@@ -22,6 +22,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from api.auth import BankPrincipal
 from api.deps import ReadSession
+from api.ids import ID_PATTERN, IdField, IdPath
 from api.pagination import Cursor, Limit, Page, paginate
 from api.party_keys import (
     PartyKeyIn,
@@ -68,12 +69,11 @@ from settlement.statements import CSV_COLUMNS
 
 router = APIRouter(prefix="/v1/bank", tags=["banks"])
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 MAX_BATCH = 1_000
 MAX_DEPOSIT_FEN = 10_000_000_000
 """¥100 million: far above any risk deposit a regulator asks for, well inside the log's range."""
 
-Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
+Id: TypeAlias = IdField
 BankReference = Annotated[
     str,
     Field(
@@ -90,8 +90,8 @@ Reason = Annotated[
 PayoutId = Annotated[
     str, Path(pattern=ID_PATTERN, max_length=64, description="The end-to-end id of the payout")
 ]
-RefundId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
-InstitutionId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
+RefundId: TypeAlias = IdPath
+InstitutionId: TypeAlias = IdPath
 
 _WRITE_ERRORS = responses(400, 401, 403, 404, 409, 413, 422)
 _LIST_ERRORS = responses(401, 403, 422)
@@ -908,8 +908,8 @@ async def _statement_upload(request: Request) -> _Upload:
 
 
 StatementUpload = Annotated[_Upload, Depends(_statement_upload)]
-StatementId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
-BreakId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
+StatementId: TypeAlias = IdPath
+BreakId: TypeAlias = IdPath
 
 
 @router.post(

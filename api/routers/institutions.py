@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import InstitutionPrincipal
 from api.deps import ReadSession
+from api.ids import ID_PATTERN, IdField
 from api.pagination import Cursor, Limit, Page, paginate
 from api.party_keys import (
     PartyKeyIn,
@@ -54,8 +55,6 @@ from ledger.party_keys import PartyKind
 
 router = APIRouter(prefix="/v1/institution", tags=["institutions"])
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-IdField = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
 LessonId = Annotated[
     str,
     Path(pattern=ID_PATTERN, max_length=64, description="The lesson id the service gave (les_…)"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from api import proofs
 from api.auth import ParentPrincipal
 from api.deps import LedgerDep, ReadSession
+from api.ids import ID_PATTERN, IdField
 from api.pagination import Cursor, Limit, Page, paginate
 from api.problems import responses
 from api.writes import Receipt, Tx, WriterDep, sign_receipt
@@ -49,12 +50,11 @@ from ledger.money import JSON_SAFE_MAX
 
 router = APIRouter(prefix="/v1/parent", tags=["parents"])
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 MAX_UNIT_PRICE_FEN = 100_000_000
 """¥1,000,000 per lesson: a sanity bound far above any regional price cap or charge limit (the
 profiles' own limits are checked by the service and answered as ``rules/...`` problems)."""
 
-Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
+Id: TypeAlias = IdField
 ContractId = Annotated[
     str,
     Path(pattern=ID_PATTERN, max_length=64, examples=["ctr_9f86d081884c7d65"]),

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import RegulatorPrincipal
 from api.deps import ReadSession
+from api.ids import ID_PATTERN
 from api.pagination import Cursor, Limit, Page, paginate
 from api.problems import responses
 from api.writes import Receipt, Tx, WriterDep
@@ -33,7 +34,6 @@ from settlement.statement_tables import (
 
 router = APIRouter(prefix="/v1/regulator/breaks", tags=["regulators"])
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 BreakId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64, description="The break's id")]
 
 

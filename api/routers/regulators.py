@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import RegulatorPrincipal
 from api.deps import LedgerDep, ReadSession
+from api.ids import ID_PATTERN
 from api.log_view import Entry, scan
 from api.pagination import Cursor, Limit, Page, decode, encode, paginate
 from api.problems import responses
@@ -44,7 +45,6 @@ from ledger.risk import Grade, RiskAlert, RiskGrade
 
 router = APIRouter(prefix="/v1/regulator", tags=["regulators"])
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.?$"
 MAX_REFUND_LESSONS = 10_000
 """Far above any profile's lessons per contract; the service checks the real number left."""

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from api.auth import AuditPrincipal, require
 from api.deps import ReadSession
+from api.ids import ID_PATTERN
 from api.pagination import Cursor, Limit, Page, paginate
 from api.problems import responses
 from api.writes import Receipt, Tx, WriterDep
@@ -27,9 +28,7 @@ from ledger.witnesses import MAX_URL, WitnessKey
 router = APIRouter(prefix="/v1/witnesses", tags=["witnesses"])
 
 HolderPrincipal = Annotated[Principal, Depends(require(Role.BANK, Role.REGULATOR))]
-WitnessId = Annotated[
-    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", max_length=64, examples=["wit_1f"])
-]
+WitnessId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64, examples=["wit_1f"])]
 EXAMPLE_KEY = (
     "witness.bank-of-ningbo.example/w1+57862104+BNdamAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea"
 )
