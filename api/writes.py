@@ -20,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-import rfc8785
 from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from api.deps import LedgerDep
+from ledger import canonical
 from ledger.access import IdempotencyRecord, Principal
 from ledger.errors import InvalidState
 from ledger.escrow.context import Context
@@ -102,7 +102,7 @@ class Tx:
 
 
 def request_hash(method: str, path: str, payload: BaseModel | None) -> bytes:
-    body = b"null" if payload is None else rfc8785.dumps(payload.model_dump(mode="json"))
+    body = b"null" if payload is None else canonical.dumps(payload.model_dump(mode="json"))
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).digest()
 
 

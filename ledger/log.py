@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import rfc8785
 from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
-from ledger import merkle
+from ledger import canonical, merkle
 from ledger.clock import Clock
 from ledger.errors import ClockBehindLog, InvalidEvent, LedgerError
 from ledger.journal import Journal, Posting, check_balanced
@@ -210,7 +209,7 @@ class EventLog:
                 if len(events) > 1:
                     error.context["index"] = index
                 raise
-            body = rfc8785.dumps(
+            body = canonical.dumps(
                 {
                     "seq": seq,
                     "time": time_text,
@@ -236,10 +235,11 @@ class EventLog:
             prev = digest
 
         journal.write()  # postings before entries: SQLite's entry trigger checks their balance
-        session.execute(insert(LogEntry), entry_rows)
+        # Core inserts on the tables: the ORM's bulk path costs more than the rows (issue 8).
+        session.execute(insert(LogEntry.__table__), entry_rows)
         nodes = self._merkle_nodes(session, head, [a.hash for a in appended])
         if nodes:
-            session.execute(insert(MerkleNode), nodes)
+            session.execute(insert(MerkleNode.__table__), nodes)
         return appended
 
     @staticmethod
@@ -272,6 +272,6 @@ class EventLog:
                 seq, leaf, lambda level, index: frontier[(level, index)]
             ):
                 frontier[(level, index)] = value
-                completed.append({"level": level, "index": index, "hash": value})
+                completed.append({"level": level, "idx": index, "hash": value})  # column names
             frontier[(0, seq)] = leaf
         return completed

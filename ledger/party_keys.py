@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import BigInteger, Enum, Index, LargeBinary, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ledger import canonical
 from ledger.entities import ID, Bank, Institution
 from ledger.errors import (
     InvalidRequest,
@@ -106,7 +107,7 @@ class SignatureIn:
 
 def _canonical(context: bytes, fields: dict[str, Any]) -> bytes:
     try:
-        return context + rfc8785.dumps(fields)
+        return context + canonical.dumps(fields)
     except rfc8785.CanonicalizationError as error:
         raise InvalidRequest(f"the report cannot be signed: {error}") from error
 
