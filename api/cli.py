@@ -14,7 +14,15 @@ from rich.table import Table
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
 
-from api import cli_audit, cli_keys, cli_reconcile, cli_settlement, cli_tokens, cli_witness
+from api import (
+    cli_audit,
+    cli_bench,
+    cli_keys,
+    cli_reconcile,
+    cli_settlement,
+    cli_tokens,
+    cli_witness,
+)
 from api.cli_common import DatabaseUrl, err, masked, out, settings_for
 from api.cli_risk import register as register_risk
 from api.demo import DemoSummary, build_demo, demo_start
@@ -139,6 +147,9 @@ def serve(
         bool,
         typer.Option(help="Run settlement and sweeps in this process (off if a worker runs them)"),
     ] = True,
+    log_level: Annotated[
+        str, typer.Option(help="uvicorn's log level; warning drops the per-request access log")
+    ] = "info",
 ) -> None:
     """Start the HTTP service (migrating the database and creating the log key on first start)."""
     import uvicorn
@@ -168,7 +179,7 @@ def serve(
             f"sweeps every {settings.sweep_minutes} min"
         )
     try:
-        uvicorn.run(create_app(ledger), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(ledger), host=host, port=port, log_level=log_level)
     finally:
         if worker is not None:
             worker.shutdown()
@@ -346,6 +357,7 @@ cli_audit.register(app)
 cli_witness.register(app)
 register_risk(app)
 cli_reconcile.register(app)
+cli_bench.register(app)
 cli_keys.register(key_app)
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from ledger import canonical, merkle
+from ledger import canonical, merkle, merkle_store
 from ledger.clock import Clock
 from ledger.errors import ClockBehindLog, InvalidEvent, LedgerError
 from ledger.journal import Journal, Posting, check_balanced
@@ -259,12 +259,7 @@ class EventLog:
         if size & 1:
             frontier[(0, size - 1)] = head.hash
         if wanted:
-            rows = session.execute(
-                select(MerkleNode.level, MerkleNode.index, MerkleNode.hash).where(
-                    tuple_(MerkleNode.level, MerkleNode.index).in_(wanted)
-                )
-            )
-            frontier.update({(level, index): bytes(value) for level, index, value in rows})
+            frontier.update(merkle_store.read_nodes(session.connection(), wanted))
         completed: list[dict[str, Any]] = []
         for offset, leaf in enumerate(leaves):
             seq = size + offset
