@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck test-sqlite test-postgresql clean
+.PHONY: run test lint typecheck test-sqlite test-postgresql bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "tuition-escrow needs Python >= 3.11; set PYTHON=..." or 0)'
@@ -40,6 +40,14 @@ test-postgresql: $(VENV)/.installed-dev
 	$(BIN)/python tests/run_suite.py postgresql
 
 test: lint typecheck test-sqlite test-postgresql
+
+# Issue 8's benchmark at the default scale (1,000,000 lessons): a scratch SQLite file, then a
+# temporary durable PostgreSQL cluster (fsync on, as production). Figures land in var/bench/.
+BENCH_SCALE ?= 1000000
+bench: $(VENV)/.installed-dev
+	mkdir -p var/bench
+	$(BIN)/escrow bench --scale $(BENCH_SCALE) --json-out var/bench/sqlite.json
+	ESCROW_PG_DURABLE=1 $(BIN)/python tests/pgcluster.py -- sh -c '$(BIN)/escrow bench --scale $(BENCH_SCALE) --database-url "$$ESCROW_TEST_POSTGRES_URL" --json-out var/bench/postgresql.json'
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -270,6 +270,23 @@ class Journal:
             state.moved = False
 
 
+def balances(session: Session, codes: Iterable[str]) -> dict[str, int]:
+    """The stored normal-side balances of many accounts in one query (absent: never posted to).
+
+    Issue 8: one query per contract of a 1,000-lesson report was a tenth of its time on PostgreSQL.
+    """
+    wanted = sorted(set(codes))
+    found: dict[str, int] = {}
+    for first in range(0, len(wanted), MAX_ACCOUNTS_PER_BATCH):
+        rows = session.execute(
+            select(_ACCOUNTS.c.code, _ACCOUNTS.c.balance).where(
+                _ACCOUNTS.c.code.in_(wanted[first : first + MAX_ACCOUNTS_PER_BATCH])
+            )
+        )
+        found.update({code: amount for code, amount in rows})
+    return found
+
+
 def balance(session: Session, code: str) -> Money:
     """The stored normal-side balance of an account; zero for an account never posted to."""
     row = session.execute(
