@@ -25,7 +25,7 @@ from ledger.errors import (
     InvalidEvent,
     UnbalancedEntry,
 )
-from ledger.models import Account
+from ledger.models import Account, table
 from ledger.models import Posting as PostingRow
 from ledger.money import INT64_MAX, JSON_SAFE_MAX, Money
 
@@ -128,7 +128,7 @@ class _AccountState:
         )
 
 
-_ACCOUNTS = Account.__table__
+_ACCOUNTS = table(Account)
 _UPDATE_BALANCE = (
     update(_ACCOUNTS)
     .where(_ACCOUNTS.c.id == bindparam("key"))
@@ -246,7 +246,7 @@ class Journal:
         # Core statements on the tables: the ORM's bulk paths cost more than the rows (issue 8).
         if self._postings:
             self._session.execute(
-                insert(PostingRow.__table__),
+                insert(table(PostingRow)),
                 [
                     {
                         "seq": seq,

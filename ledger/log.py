@@ -27,7 +27,7 @@ from ledger import canonical, merkle, merkle_store
 from ledger.clock import Clock
 from ledger.errors import ClockBehindLog, InvalidEvent, LedgerError
 from ledger.journal import Journal, Posting, check_balanced
-from ledger.models import LogEntry, MerkleNode
+from ledger.models import LogEntry, MerkleNode, table
 from ledger.money import JSON_SAFE_MAX
 
 LEAF_PREFIX = merkle.LEAF_PREFIX
@@ -236,10 +236,10 @@ class EventLog:
 
         journal.write()  # postings before entries: SQLite's entry trigger checks their balance
         # Core inserts on the tables: the ORM's bulk path costs more than the rows (issue 8).
-        session.execute(insert(LogEntry.__table__), entry_rows)
+        session.execute(insert(table(LogEntry)), entry_rows)
         nodes = self._merkle_nodes(session, head, [a.hash for a in appended])
         if nodes:
-            session.execute(insert(MerkleNode.__table__), nodes)
+            session.execute(insert(table(MerkleNode)), nodes)
         return appended
 
     @staticmethod

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from ledger import merkle
-from ledger.models import LogEntry, MerkleNode
+from ledger.models import LogEntry, MerkleNode, table
 
-_NODES = MerkleNode.__table__
-_ENTRIES = LogEntry.__table__
+_NODES = table(MerkleNode)
+_ENTRIES = table(LogEntry)
 
 
 @functools.lru_cache(maxsize=128)
-def _nodes_query(count: int) -> Select[tuple[int, int, bytes]]:
+def _nodes_query(count: int) -> Select[Any]:
     """SELECT of ``count`` nodes by key, built once per count (bind names l0, i0, l1, ...).
 
     Not ``(level, idx) IN (...)``: SQLite answers a row-value IN list by scanning the whole table
@@ -41,7 +42,7 @@ def _nodes_query(count: int) -> Select[tuple[int, int, bytes]]:
 
 
 @functools.lru_cache(maxsize=128)
-def _leaves_query(count: int) -> Select[tuple[int, bytes]]:
+def _leaves_query(count: int) -> Select[Any]:
     return select(_ENTRIES.c.seq, _ENTRIES.c.hash).where(
         _ENTRIES.c.seq.in_([bindparam(f"s{n}") for n in range(count)])
     )

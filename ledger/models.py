@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -66,6 +67,16 @@ class Base(DeclarativeBase):
     """Declarative base with a naming convention, so migrations name constraints predictably."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a mapped class, for bulk statements that skip the ORM (issue 8).
+
+    ``__table__`` is declared as a FromClause; every model here maps exactly one table.
+    """
+    found = model.__table__
+    assert isinstance(found, Table)
+    return found
 
 
 class LogEntry(Base):
