@@ -298,7 +298,8 @@ class Lesson(Base):
         UniqueConstraint("institution_id", "ref"),
         # settlement takes the lessons confirmed in a window of the log, institution by institution
         Index("ix_lessons_institution_id_decided_seq", "institution_id", "decided_seq"),
-        Index("ix_lessons_status_confirm_by", "status", "confirm_by"),
+        # the sweep takes due lessons in (confirm_by, id) order: read off the index, never sorted
+        Index("ix_lessons_status_confirm_by_id", "status", "confirm_by", "id"),
         CheckConstraint(
             "price_fen > 0 AND advance_fen >= 0 AND advance_fen <= price_fen", name="shares"
         ),

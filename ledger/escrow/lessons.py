@@ -11,9 +11,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import CursorResult, Table, bindparam, insert, inspect, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from ledger.accounts import AccountKind
 from ledger.allocation import next_share
@@ -43,13 +46,26 @@ from ledger.escrow import advances, inputs, refunds, scope
 from ledger.escrow.context import Context
 from ledger.escrow.contracts import contract_account, institution_account
 from ledger.escrow.parties import new_id
-from ledger.journal import Posting, balance
+from ledger.journal import Posting, balances
 from ledger.log import Event, format_time
+from ledger.models import table
 from ledger.money import Money
 from ledger.party_keys import PartyKind, SignatureIn, lesson_message, signatures
 
 MAX_BATCH = 1_000
 AUTO_CONFIRM_CHUNK = 5_000
+_LESSONS = cast(Table, Lesson.__table__)
+# One statement, compiled once, run for many lessons (issue 8: a VALUES list of a chunk's lessons
+# cost more to compile than to run).
+_CONFIRM_BY_SILENCE = (
+    update(_LESSONS)
+    .where(_LESSONS.c.id == bindparam("lesson"), _LESSONS.c.status == LessonStatus.REPORTED)
+    .values(
+        status=LessonStatus.CONFIRMED,
+        confirmed_by=ConfirmedBy.SILENCE,
+        decided_seq=bindparam("seq"),
+    )
+)
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
@@ -126,7 +142,11 @@ def report_lessons(
         )
     }
     signed = signatures(session, PartyKind.INSTITUTION, institution_id)
-    values: dict[str, int] = {}  # each contract's remaining value as the batch cuts it
+    # each contract's remaining value as the batch cuts it, read for all contracts at once
+    stored = balances(session, [contract_account(contract_id) for contract_id in contracts])
+    values = {
+        contract_id: stored.get(contract_account(contract_id), 0) for contract_id in contracts
+    }
     confirm_by: dict[str, datetime] = {}  # per policy: every lesson of the batch shares ``now``
     results: list[Lesson] = []
     new: list[Lesson] = []
@@ -179,8 +199,6 @@ def report_lessons(
                 f"delivered {ctx.local_date(report.delivered_at)}; the course starts "
                 f"{contract.start_date}"
             )
-        if contract.id not in values:
-            values[contract.id] = balance(session, contract_account(contract.id)).amount
         remaining_lessons = contract.lessons_remaining
         price = next_share(values[contract.id], remaining_lessons)
         advance = (
@@ -196,22 +214,24 @@ def report_lessons(
         if contract.policy not in confirm_by:
             window = ctx.policy(contract.policy).confirmation_window
             confirm_by[contract.policy] = ctx.deadline(now, window)
-        lesson = Lesson(
-            id=new_id("les"),
-            institution_id=institution_id,
-            ref=report.ref,
-            contract_id=contract.id,
-            delivered_at=report.delivered_at,
-            teacher_id=report.teacher_id,
-            price_fen=price,
-            advance_fen=advance,
-            status=LessonStatus.REPORTED,
-            confirm_by=confirm_by[contract.policy],
-            reported_seq=-1,
-            confirmed_by=None,
-            dispute_reason=None,
-            decided_seq=None,
-            batch_id=None,
+        lesson = _new_lesson(
+            {
+                "id": new_id("les"),
+                "institution_id": institution_id,
+                "ref": report.ref,
+                "contract_id": contract.id,
+                "delivered_at": report.delivered_at,
+                "teacher_id": report.teacher_id,
+                "price_fen": price,
+                "advance_fen": advance,
+                "status": LessonStatus.REPORTED,
+                "confirm_by": confirm_by[contract.policy],
+                "reported_seq": -1,
+                "confirmed_by": None,
+                "dispute_reason": None,
+                "decided_seq": None,
+                "batch_id": None,
+            }
         )
         existing[report.ref] = lesson
         new.append(lesson)
@@ -249,13 +269,26 @@ def report_lessons(
             )
         )
     for lesson, appended in zip(new, ctx.log.append_many(session, events), strict=True):
-        lesson.reported_seq = appended.seq
+        lesson.__dict__["reported_seq"] = appended.seq  # still transient: no change to track
     _insert_lessons(session, new)
     session.flush()
     return results
 
 
-_LESSON_COLUMNS = tuple(column.key for column in Lesson.__table__.columns)
+_LESSON_COLUMNS = tuple(column.key for column in table(Lesson).columns)
+_LESSON_CLASS = inspect(Lesson).class_manager
+
+
+def _new_lesson(columns: dict[str, Any]) -> Lesson:
+    """A transient Lesson with every column set, built as the ORM builds the rows it loads.
+
+    ``Lesson(**columns)`` fires an attribute event per column; for a 1,000-lesson report that was
+    an eighth of the time (issue 8). The values go straight into the instance dictionary, which
+    the ORM reads as loaded state once ``_insert_lessons`` attaches the object.
+    """
+    lesson: Lesson = _LESSON_CLASS.new_instance()
+    lesson.__dict__.update(columns)
+    return lesson
 
 
 def _insert_lessons(session: Session, new: list[Lesson]) -> None:
@@ -268,7 +301,7 @@ def _insert_lessons(session: Session, new: list[Lesson]) -> None:
     if not new:
         return
     session.execute(
-        insert(Lesson.__table__),
+        insert(table(Lesson)),
         [{name: getattr(lesson, name) for name in _LESSON_COLUMNS} for lesson in new],
     )
     for lesson in new:
@@ -276,30 +309,48 @@ def _insert_lessons(session: Session, new: list[Lesson]) -> None:
         session.add(lesson)
 
 
-def _release_postings(lesson: Lesson) -> list[Posting]:
-    if not lesson.pending_fen:
-        return []
-    amount = Money(lesson.pending_fen)
-    return [
-        Posting.debit(institution_account(AccountKind.PENDING, lesson.institution_id), amount),
-        Posting.credit(institution_account(AccountKind.RELEASABLE, lesson.institution_id), amount),
-    ]
+def _release_postings(institution_id: str, pending_fen: int) -> tuple[Posting, ...]:
+    if not pending_fen:
+        return ()
+    amount = Money(pending_fen)
+    return (
+        Posting.debit(institution_account(AccountKind.PENDING, institution_id), amount),
+        Posting.credit(institution_account(AccountKind.RELEASABLE, institution_id), amount),
+    )
+
+
+def _confirmation(
+    lesson_id: str,
+    contract_id: str,
+    institution_id: str,
+    pending_fen: int,
+    by: ConfirmedBy,
+    actor: str,
+    postings: tuple[Posting, ...] | None = None,
+) -> Event:
+    """The entry that confirms a lesson: its pending share becomes releasable.
+
+    ``postings`` are ``_release_postings(institution_id, pending_fen)`` when the caller has them.
+    """
+    return Event(
+        "lesson.confirmed",
+        actor,
+        {
+            "lesson": lesson_id,
+            "contract": contract_id,
+            "institution": institution_id,
+            "by": by.value,
+            "releasable": pending_fen,
+        },
+        _release_postings(institution_id, pending_fen) if postings is None else postings,
+    )
 
 
 def _confirm(session: Session, ctx: Context, lesson: Lesson, by: ConfirmedBy, actor: str) -> Event:
     lesson.status = LessonStatus.CONFIRMED
     lesson.confirmed_by = by
-    return Event(
-        "lesson.confirmed",
-        actor,
-        {
-            "lesson": lesson.id,
-            "contract": lesson.contract_id,
-            "institution": lesson.institution_id,
-            "by": by.value,
-            "releasable": lesson.pending_fen,
-        },
-        tuple(_release_postings(lesson)),
+    return _confirmation(
+        lesson.id, lesson.contract_id, lesson.institution_id, lesson.pending_fen, by, actor
     )
 
 
@@ -454,16 +505,51 @@ def auto_confirm(session: Session, ctx: Context, *, limit: int = AUTO_CONFIRM_CH
     ``limit`` to work through a backlog in bounded transactions.
     """
     ctx.lock(session)
-    due = list(
-        session.scalars(
-            select(Lesson)
-            .where(Lesson.status == LessonStatus.REPORTED, Lesson.confirm_by <= ctx.now())
-            .order_by(Lesson.confirm_by, Lesson.id)
-            .limit(limit)
+    # issue 8: columns, not objects, and one precompiled UPDATE run for the chunk instead of the
+    # unit of work: loading and flushing objects was two fifths of the sweep.
+    due = session.execute(
+        select(
+            Lesson.id,
+            Lesson.contract_id,
+            Lesson.institution_id,
+            (Lesson.price_fen - Lesson.advance_fen).label("pending_fen"),
         )
-    )
-    events = [_confirm(session, ctx, lesson, ConfirmedBy.SILENCE, "system") for lesson in due]
-    for lesson, appended in zip(due, ctx.log.append_many(session, events), strict=True):
-        lesson.decided_seq = appended.seq
-    session.flush()
+        .where(Lesson.status == LessonStatus.REPORTED, Lesson.confirm_by <= ctx.now())
+        .order_by(Lesson.confirm_by, Lesson.id)
+        .limit(limit)
+    ).all()
+    by = ConfirmedBy.SILENCE
+    # Postings are immutable: lessons of one institution at one price share them (a tenth of
+    # the sweep went to building them again).
+    releases: dict[tuple[str, int], tuple[Posting, ...]] = {}
+    events = []
+    for row in due:
+        key = (row.institution_id, row.pending_fen)
+        postings = releases.get(key)
+        if postings is None:
+            postings = releases[key] = _release_postings(*key)
+        events.append(
+            _confirmation(
+                row.id, row.contract_id, row.institution_id, row.pending_fen, by, "system", postings
+            )
+        )
+    decided = [
+        (row.id, appended.seq)
+        for row, appended in zip(due, ctx.log.append_many(session, events), strict=True)
+    ]
+    if decided:
+        result = session.execute(
+            _CONFIRM_BY_SILENCE, [{"lesson": lesson_id, "seq": seq} for lesson_id, seq in decided]
+        )
+        # The log lock keeps every other writer out: a lesson logged but not updated is a bug.
+        changed = cast("CursorResult[Any]", result).rowcount
+        assert changed == len(decided), f"{changed} of {len(decided)} lessons confirmed"
+    # Lessons this session already holds (reported in it, say) must not keep their old state.
+    if len(session.identity_map):
+        for lesson_id, seq in decided:
+            held = session.identity_map.get(identity_key(Lesson, lesson_id))
+            if held is not None:
+                set_committed_value(held, "status", LessonStatus.CONFIRMED)
+                set_committed_value(held, "confirmed_by", by)
+                set_committed_value(held, "decided_seq", seq)
     return len(due)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 from datetime import timedelta
+from enum import IntEnum, StrEnum
 from itertools import pairwise
 from pathlib import Path
 
@@ -158,3 +159,37 @@ def test_reopening_under_another_origin_is_refused(settings: Settings, ledger: L
     renamed = settings.model_copy(update={"log_name": "another.example/log"})
     with pytest.raises(LogKeyMismatch):
         Ledger.open(renamed, migrate=False)
+
+
+class _Colour(StrEnum):
+    RED = "red"
+
+
+class _Rank(IntEnum):
+    TOP = 1
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"name": "张三", "enum": _Colour.RED, "rank": _Rank.TOP, "nested": [("a", 1), {"b": None}]},
+        {"clé": "non-ASCII keys take the library's path", "\U0001f600": 1, "\ue000": 2},
+        {"escapes": '\x00\x1f"\\\u2028\x7f', "flags": [True, False], "n": -(2**53 - 1)},
+    ],
+)
+def test_every_body_is_exactly_what_rfc8785_gives(
+    ledger: Ledger, clock: ManualClock, payload: dict[str, object]
+) -> None:
+    """The log encodes through the fast path where it can; the bytes never differ (issue 8)."""
+    [appended] = append(ledger, Event("test.payload", "system", payload))
+    entry = _entries(ledger)[appended.seq]
+    expected = {
+        "seq": appended.seq,
+        "time": format_time(clock.now()),
+        "type": "test.payload",
+        "actor": "system",
+        "payload": json.loads(json.dumps(payload)),
+        "postings": [],
+        "prev_hash": _entries(ledger)[appended.seq - 1].hash.hex(),
+    }
+    assert entry.body == rfc8785.dumps(expected)
