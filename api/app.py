@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -57,6 +58,8 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         version="0.1.0",
         lifespan=lifespan,
     )
+    # Serialises this process's write transactions (api.writes.Writer.run).
+    app.state.write_lock = threading.Lock()
     problems.install(app)
     for module in (health, parents, institutions, banks, regulators, admin, audit):
         app.include_router(module.router)

@@ -7,7 +7,7 @@ another tenant's resource answers 404, exactly like a missing one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException
@@ -39,11 +39,12 @@ def current_principal(
     return found
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
+def require(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that lets only ``roles`` through (403 for the others)."""
     names = ", ".join(r.value for r in roles)
 
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        # async: no I/O here, so no threadpool hop (issue 8)
         if principal.role not in roles:
             raise HTTPException(
                 403, f"this endpoint is for {names}; the token is a {principal.role.value}'s"
