@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +19,7 @@ from api.routers import (
     regulators,
     witnesses,
 )
+from api.writes import GroupCommit
 from ledger.config import Settings
 from ledger.runtime import Ledger
 
@@ -45,6 +45,8 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = ledger is None
         app.state.ledger = ledger if ledger is not None else Ledger.open(settings or Settings())
+        # This process's write transactions, committed in groups (api.writes.GroupCommit).
+        app.state.group_commit = GroupCommit(app.state.ledger)
         try:
             yield
         finally:
@@ -58,8 +60,6 @@ def create_app(ledger: Ledger | None = None, settings: Settings | None = None) -
         version="0.1.0",
         lifespan=lifespan,
     )
-    # Serialises this process's write transactions (api.writes.Writer.run).
-    app.state.write_lock = threading.Lock()
     problems.install(app)
     for module in (health, parents, institutions, banks, regulators, admin, audit):
         app.include_router(module.router)

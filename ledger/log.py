@@ -147,6 +147,9 @@ def _check_event(event: Event) -> tuple[dict[str, Any], bool]:
     return payload, not odd_keys
 
 
+_HELD = "escrow.log.held_head"
+
+
 class EventLog:
     """Appends events to the log; the single way state changes enter the database."""
 
@@ -172,10 +175,46 @@ class EventLog:
         already hold the database's write lock. Call this before reading anything a write decision
         depends on: under READ COMMITTED every later statement then sees all transactions that
         committed before the lock was granted.
+
+        Once a transaction holds the lock only its own appends move the head, so the head is kept
+        with the transaction (``append_many`` advances it) and a second call reads nothing: a
+        single-lesson report asked for the head four times (issue 8).
         """
+        held = self.held_head(session)
+        if held is not None:
+            return held
         if session.get_bind().dialect.name == "postgresql":
             session.execute(select(func.pg_advisory_xact_lock(LOG_LOCK_KEY)))
-        return self.head(session)
+        head = self.head(session)
+        self._keep(session, head)
+        return head
+
+    @staticmethod
+    def held_head(session: Session) -> Head | None:
+        """The head as this transaction, holding the lock, has left it; None without the lock.
+
+        Kept in ``session.info`` beside the transaction it belongs to (a strong reference, so a
+        later transaction can never be mistaken for it); dropped as soon as a savepoint asks, since
+        its appends (or its rollback) would move the head without telling the log.
+        """
+        if session.in_nested_transaction():
+            # what the savepoint appends is not tracked: forget the head for the whole transaction
+            session.info.pop(_HELD, None)
+            return None
+        kept = session.info.get(_HELD)
+        if kept is None:
+            return None
+        transaction, head = kept
+        return head if transaction is session.get_transaction() else None
+
+    @staticmethod
+    def _keep(session: Session, head: Head) -> None:
+        if not session.in_nested_transaction():
+            session.info[_HELD] = (session.get_transaction(), head)
+
+    def current(self, session: Session) -> Head:
+        """The head: as this transaction left it if it holds the lock, else read."""
+        return self.held_head(session) or self.head(session)
 
     def append(self, session: Session, event: Event) -> Appended:
         """Append one event (see ``append_many``)."""
@@ -257,6 +296,8 @@ class EventLog:
         nodes = self._merkle_nodes(session, head, [a.hash for a in appended])
         if nodes:
             session.execute(insert(table(MerkleNode)), nodes)
+        last = appended[-1]
+        self._keep(session, Head(last.seq + 1, last.hash, last.time))
         return appended
 
     @staticmethod
