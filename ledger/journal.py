@@ -135,6 +135,24 @@ _UPDATE_BALANCE = (
     .values(balance=bindparam("new_balance"), last_seq=bindparam("new_last_seq"))
 )
 
+# Built once with bound parameters, so each batch reuses the compiled statement (issue 8).
+_LOAD = (
+    select(
+        _ACCOUNTS.c.id,
+        _ACCOUNTS.c.code,
+        _ACCOUNTS.c.currency,
+        _ACCOUNTS.c.balance,
+        _ACCOUNTS.c.opened_seq,
+        _ACCOUNTS.c.last_seq,
+    )
+    .where(_ACCOUNTS.c.code.in_(bindparam("codes", expanding=True)))
+    .order_by(_ACCOUNTS.c.id)
+    .with_for_update()
+)
+_BALANCES = select(_ACCOUNTS.c.code, _ACCOUNTS.c.balance).where(
+    _ACCOUNTS.c.code.in_(bindparam("codes", expanding=True))
+)
+
 
 class Journal:
     """Applies the postings of a batch of entries; used by ``EventLog.append_many`` only."""
@@ -158,19 +176,7 @@ class Journal:
                 f"a batch may touch at most {MAX_ACCOUNTS_PER_BATCH} accounts, this one touches "
                 f"{len(wanted)}; split it"
             )
-        rows = self._session.execute(
-            select(
-                Account.id,
-                Account.code,
-                Account.currency,
-                Account.balance,
-                Account.opened_seq,
-                Account.last_seq,
-            )
-            .where(Account.code.in_(wanted))
-            .order_by(Account.id)
-            .with_for_update()
-        )
+        rows = self._session.execute(_LOAD, {"codes": wanted})
         for row in rows:
             self._accounts[row.code] = _AccountState.of(
                 row.code,
@@ -278,11 +284,7 @@ def balances(session: Session, codes: Iterable[str]) -> dict[str, int]:
     wanted = sorted(set(codes))
     found: dict[str, int] = {}
     for first in range(0, len(wanted), MAX_ACCOUNTS_PER_BATCH):
-        rows = session.execute(
-            select(_ACCOUNTS.c.code, _ACCOUNTS.c.balance).where(
-                _ACCOUNTS.c.code.in_(wanted[first : first + MAX_ACCOUNTS_PER_BATCH])
-            )
-        )
+        rows = session.execute(_BALANCES, {"codes": wanted[first : first + MAX_ACCOUNTS_PER_BATCH]})
         found.update({code: amount for code, amount in rows})
     return found
 

@@ -148,6 +148,7 @@ def _check_event(event: Event) -> tuple[dict[str, Any], bool]:
 
 
 _HELD = "escrow.log.held_head"
+_HEAD = select(LogEntry.seq, LogEntry.hash, LogEntry.time).order_by(LogEntry.seq.desc()).limit(1)
 
 
 class EventLog:
@@ -158,11 +159,7 @@ class EventLog:
 
     def head(self, session: Session) -> Head:
         """The head as of this session's view: size, last hash, last time (no lock taken)."""
-        row = session.execute(
-            select(LogEntry.seq, LogEntry.hash, LogEntry.time)
-            .order_by(LogEntry.seq.desc())
-            .limit(1)
-        ).one_or_none()
+        row = session.execute(_HEAD).one_or_none()
         if row is None:
             return Head(0, ZERO_HASH, None)
         return Head(row.seq + 1, row.hash, row.time)

@@ -26,7 +26,7 @@ from typing import Any
 import rfc8785
 from cryptography.exceptions import InvalidSignature as _BadSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import BigInteger, Enum, Index, LargeBinary, String, select
+from sqlalchemy import BigInteger, Enum, Index, LargeBinary, String, bindparam, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ledger import canonical
@@ -180,13 +180,15 @@ def _facts(key: PartyKey) -> dict[str, Any]:
 
 def active_key(session: Session, kind: PartyKind, party_id: str) -> PartyKey | None:
     """The party's active key, if it has one."""
-    return session.scalars(
-        select(PartyKey).where(
-            PartyKey.party_kind == kind,
-            PartyKey.party_id == party_id,
-            PartyKey.revoked_seq.is_(None),
-        )
-    ).first()
+    return session.scalars(_ACTIVE_KEY, {"kind": kind, "party": party_id}).first()
+
+
+# Built once: checked on every signed-or-not report (issue 8: rebuilding it cost more than the query).
+_ACTIVE_KEY = select(PartyKey).where(
+    PartyKey.party_kind == bindparam("kind"),
+    PartyKey.party_id == bindparam("party"),
+    PartyKey.revoked_seq.is_(None),
+)
 
 
 def _revoke(session: Session, ctx: Context, key: PartyKey, actor: str, reason: str) -> None:

@@ -104,6 +104,18 @@ def _active_institution(institution: Institution) -> None:
         )
 
 
+# Built once with bound parameters: SQLAlchemy then reuses the compiled statement without building
+# the expression and its cache key on every call, a tenth of a single-lesson report (issue 8).
+_LESSONS_BY_REF = select(Lesson).where(
+    Lesson.institution_id == bindparam("institution"),
+    Lesson.ref.in_(bindparam("refs", expanding=True)),
+)
+_CONTRACTS_BY_ID = select(Contract).where(
+    Contract.id.in_(bindparam("ids", expanding=True)),
+    Contract.institution_id == bindparam("institution"),
+)
+
+
 def report_lessons(
     session: Session, ctx: Context, *, institution_id: str, reports: Sequence[LessonReport]
 ) -> list[Lesson]:
@@ -125,7 +137,7 @@ def report_lessons(
     existing = {
         lesson.ref: lesson
         for lesson in session.scalars(
-            select(Lesson).where(Lesson.institution_id == institution_id, Lesson.ref.in_(refs))
+            _LESSONS_BY_REF, {"institution": institution_id, "refs": sorted(refs)}
         )
     }
     # A retry of lessons already recorded answers as before, even if the institution has since
@@ -136,9 +148,7 @@ def report_lessons(
     contracts = {
         c.id: c
         for c in session.scalars(
-            select(Contract).where(
-                Contract.id.in_(contract_ids), Contract.institution_id == institution_id
-            )
+            _CONTRACTS_BY_ID, {"institution": institution_id, "ids": sorted(contract_ids)}
         )
     }
     signed = signatures(session, PartyKind.INSTITUTION, institution_id)
