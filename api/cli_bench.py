@@ -58,7 +58,8 @@ def _print(figures: bench.Figures) -> None:
     details.add_row(
         "verify",
         f"{'OK' if f.verify_ok else 'PROBLEMS'}: {f.verify_entries:,} entries in "
-        f"{f.verify_seconds:.1f} s; SHA-256 floor {f.floor_entries_per_s:,.0f} entries/s",
+        f"{f.verify_seconds:.1f} s; SHA-256 floor {f.floor_entries_per_s:,.0f} entries/s; "
+        f"peak PSS {f.verify_peak_mb:.0f} MB (RSS of its processes added: {f.verify_peak_rss_mb:.0f} MB)",
     )
     details.add_row(
         "proofs",

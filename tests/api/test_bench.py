@@ -39,6 +39,7 @@ def test_a_small_bench_measures_every_phase(database_url: str) -> None:
     setup_entries = 2 + 2 * 2 + 3 * figures.contracts
     assert figures.verify_entries >= setup_entries + 2 * SCALE
     assert figures.verify_peak_rss_mb > 0
+    assert 0 < figures.verify_peak_mb <= figures.verify_peak_rss_mb * 1.05
     assert figures.floor_entries_per_s > 0
     assert figures.verify_floor_ratio == pytest.approx(
         figures.verify_entries_per_s / figures.floor_entries_per_s
