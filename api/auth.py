@@ -8,12 +8,12 @@ another tenant's resource answers 404, exactly like a missing one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import LedgerDep
+from api.deps import AuthSession, LedgerDep
 from ledger.access import Principal, Role, authenticate
 
 bearer = HTTPBearer(
@@ -23,17 +23,42 @@ bearer = HTTPBearer(
 )
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tuition-escrow"'}
+_READS_ON_LOOP = "__escrow_reads_on_loop__"
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
-def current_principal(
+def reads_on_loop(endpoint: Endpoint) -> Endpoint:
+    """Mark an ``async`` endpoint that reads in the session of authentication (``AuthSession``).
+
+    Authentication then leaves that session's connection open for the endpoint: one pool
+    checkout per request instead of two (issue 8; on PostgreSQL each checkout is also a ping and
+    a rollback). Only for endpoints whose dependencies and body never await: the connection must
+    not be held while other requests run on the loop, or they could wait on the pool forever.
+    """
+    setattr(endpoint, _READS_ON_LOOP, True)
+    return endpoint
+
+
+async def current_principal(
+    request: Request,
     ledger: LedgerDep,
+    session: AuthSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """The caller of a live token, or 401."""
+    """The caller of a live token, or 401.
+
+    ``async`` so that the lookup runs on the event loop: as a ``def`` it cost a threadpool hop on
+    every request (issue 8). It is one indexed read in a read-only session, which never waits for
+    SQLite's write lock (WAL) or a PostgreSQL lock, and its connection is back in the pool before
+    the next await, unless the endpoint is marked :func:`reads_on_loop`.
+    """
     if credentials is None:
         raise HTTPException(401, "an Authorization: Bearer token is required", headers=_CHALLENGE)
-    with ledger.readers() as session:
+    try:
         found = authenticate(session, credentials.credentials, ledger.clock.now())
+    finally:
+        if not getattr(request.scope.get("endpoint"), _READS_ON_LOOP, False):
+            session.close()
     if found is None:
         raise HTTPException(401, "the token is unknown, expired or revoked", headers=_CHALLENGE)
     return found

@@ -35,5 +35,20 @@ async def read_session(ledger: Annotated[Ledger, Depends(get_ledger)]) -> AsyncI
         session.close()
 
 
+async def auth_session(ledger: Annotated[Ledger, Depends(get_ledger)]) -> AsyncIterator[Session]:
+    """The read-only session authentication uses, shared with an endpoint that reads on the loop.
+
+    Closed when the endpoint returns, before the response is sent (``scope="function"``), so a
+    connection it holds is never kept across an await (issue 8: see ``api.auth.reads_on_loop``).
+    """
+    session = ledger.loop_readers()  # its checkout runs on the loop: a pool that never waits
+    try:
+        yield session
+    finally:
+        session.close()
+
+
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
 ReadSession = Annotated[Session, Depends(read_session)]
+AuthSession = Annotated[Session, Depends(auth_session, scope="function")]
+"""The session of :func:`auth_session`; only for endpoints marked ``reads_on_loop``."""

@@ -88,6 +88,8 @@ class Ledger:
     log: EventLog = field(init=False)
     escrow: Context = field(init=False)
     """What every escrow operation needs besides its session."""
+    _loop_engine: Engine | None = field(init=False, default=None)
+    _loop_sessions: sessionmaker[Session] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.sessions = session_factory(self.engine)
@@ -117,6 +119,27 @@ class Ledger:
             raise
         return ledger
 
+    def loop_readers(self) -> Session:
+        """A read-only session for code running on an asyncio event loop (API authentication).
+
+        Its connections come from an engine of its own whose pool never makes a checkout wait
+        (``max_overflow=-1``). With the shared pool, a checkout on the loop could block it while
+        every connection was held by endpoint threads that need the loop to give theirs back:
+        the whole process would stall until the pool timeout. Surplus connections are closed when
+        they return, so the pool stays at its usual size.
+        """
+        if self._loop_sessions is None:
+            url = self.engine.url
+            if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+                engine = self.engine  # an in-memory database exists in one engine only
+            else:
+                engine = make_engine(url, max_overflow=-1)
+                self._loop_engine = engine
+            self._loop_sessions = session_factory(engine, read_only=True)
+        return self._loop_sessions()
+
     def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pools."""
+        if self._loop_engine is not None:
+            self._loop_engine.dispose()
         self.engine.dispose()
