@@ -352,6 +352,17 @@ class Bench:
         self.figures.ingest_batch_p50_ms = _percentile(latencies, 0.5) * 1000
         self.figures.ingest_batch_p99_ms = _percentile(latencies, 0.99) * 1000
 
+    def analyze(self) -> None:
+        """PostgreSQL: refresh the planner's statistics after a bulk phase (not timed).
+
+        Autovacuum would do it within minutes of a million-row load; the bench measures the next
+        phase at once, and with statistics of nearly empty tables the planner picks poor plans.
+        """
+        if self.figures.database != "postgresql":
+            return
+        with self.ledger.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+
     def settle(self) -> None:
         """Confirm every lesson by silence on one business date, then settle that date (T+1)."""
         ctx = self.ledger.escrow
@@ -575,7 +586,9 @@ def run(
             world = bench.setup()
             note(f"ingest: {scale:,} lessons in batches of {BATCH:,}")
             bench.ingest(world)
+            bench.analyze()
             bench.settle()
+            bench.analyze()
             note("verify: full replay in a child process, then the SHA-256 floor")
             bench.verify()
             note("proofs: inclusion proofs at the final size")

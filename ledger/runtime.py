@@ -17,7 +17,7 @@ from ledger import keys, rotation, schema
 from ledger.calendar import WorkingCalendar
 from ledger.clock import Clock, SystemClock
 from ledger.config import Settings
-from ledger.db import make_engine, session_factory, transaction
+from ledger.db import WalCheckpointer, make_engine, session_factory, transaction
 from ledger.errors import LogKeyMismatch
 from ledger.escrow.context import Context
 from ledger.log import Appended, Event, EventLog
@@ -71,6 +71,10 @@ def check_key(session: Session, key: keys.LogKey) -> None:
         )
 
 
+LOOP_POOL_SIZE = 32
+"""Connections kept for event-loop reads: requests in flight at once on one API process."""
+
+
 @dataclass
 class Ledger:
     """Everything a process needs to read and write the ledger."""
@@ -89,6 +93,7 @@ class Ledger:
     escrow: Context = field(init=False)
     """What every escrow operation needs besides its session."""
     _loop_engine: Engine | None = field(init=False, default=None)
+    _checkpointer: WalCheckpointer | None = field(init=False, default=None)
     _loop_sessions: sessionmaker[Session] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -96,6 +101,7 @@ class Ledger:
         self.readers = session_factory(self.engine, read_only=True)
         self.log = EventLog(self.clock)
         self.escrow = Context(self.log, self.policies, WorkingCalendar(), self.settings.zone)
+        self._checkpointer = WalCheckpointer.for_engine(self.engine)
 
     @classmethod
     def open(
@@ -133,13 +139,18 @@ class Ledger:
             if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
                 engine = self.engine  # an in-memory database exists in one engine only
             else:
-                engine = make_engine(url, max_overflow=-1)
+                # Kept: as many as requests that may hold one at once (new PostgreSQL
+                # connections cost milliseconds); beyond that, made and closed as needed.
+                engine = make_engine(url, pool_size=LOOP_POOL_SIZE, max_overflow=-1)
                 self._loop_engine = engine
             self._loop_sessions = session_factory(engine, read_only=True)
         return self._loop_sessions()
 
     def close(self) -> None:
-        """Release the connection pools."""
+        """Stop the WAL checkpointer and release the connection pools."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._loop_engine is not None:
             self._loop_engine.dispose()
         self.engine.dispose()
