@@ -177,6 +177,8 @@ class GroupCommit:
                             job.response = self._run(session, job)
                     except Exception as error:  # noqa: BLE001 - answered to its own request
                         job.error = error
+                        # its savepoint was rolled back, and with it any entries it appended
+                        self.ledger.log.forget_head(session)
         except BaseException as error:  # the commit failed: nothing of the group is stored
             for job in group:
                 if job.error is None:

@@ -190,14 +190,11 @@ class EventLog:
     def held_head(session: Session) -> Head | None:
         """The head as this transaction, holding the lock, has left it; None without the lock.
 
-        Kept in ``session.info`` beside the transaction it belongs to (a strong reference, so a
-        later transaction can never be mistaken for it); dropped as soon as a savepoint asks, since
-        its appends (or its rollback) would move the head without telling the log.
+        Kept in ``session.info`` beside the root transaction it belongs to (a strong reference, so
+        a later transaction can never be mistaken for it). Appends inside a savepoint advance it
+        like any other; whoever rolls a savepoint back must call ``forget_head``, since the
+        rollback takes entries back without telling the log.
         """
-        if session.in_nested_transaction():
-            # what the savepoint appends is not tracked: forget the head for the whole transaction
-            session.info.pop(_HELD, None)
-            return None
         kept = session.info.get(_HELD)
         if kept is None:
             return None
@@ -205,9 +202,13 @@ class EventLog:
         return head if transaction is session.get_transaction() else None
 
     @staticmethod
+    def forget_head(session: Session) -> None:
+        """Drop the kept head (after a savepoint rollback): the next ``lock`` reads it again."""
+        session.info.pop(_HELD, None)
+
+    @staticmethod
     def _keep(session: Session, head: Head) -> None:
-        if not session.in_nested_transaction():
-            session.info[_HELD] = (session.get_transaction(), head)
+        session.info[_HELD] = (session.get_transaction(), head)
 
     def current(self, session: Session) -> Head:
         """The head: as this transaction left it if it holds the lock, else read."""
