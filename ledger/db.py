@@ -11,8 +11,6 @@ PostgreSQL (psycopg 3): READ COMMITTED (pinned), and writers serialize on the lo
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +22,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "escrow_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# A committing writer checkpoints the WAL itself only past this many pages (40 MiB); below it the
-# background checkpointer of each process (``WalCheckpointer``) does it on the other core.
-SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -64,7 +59,6 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # FULL (the default) makes each commit durable against power loss, not only a crash.
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -104,55 +98,3 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
-
-
-class WalCheckpointer:
-    """Copies SQLite's write-ahead log back into the database from a thread of its own.
-
-    Left to SQLite, the writer whose commit takes the WAL past its threshold copies it back and
-    fsyncs the database before its commit returns: a request that happens to commit then waits
-    for the whole checkpoint (issue 8: p99 123 ms of single-lesson reports on a 2-million-entry
-    file, p50 5 ms), and a 1,000-lesson batch, which writes more than the default threshold, paid
-    for one every time. This thread runs a PASSIVE checkpoint every ``interval`` seconds on its own
-    connection: it never blocks writers or readers (it copies only what no reader still needs) and
-    SQLite releases the GIL while it works. Writers still checkpoint themselves past
-    ``SQLITE_WAL_AUTOCHECKPOINT_PAGES``, should this thread fall behind or not run at all.
-    """
-
-    def __init__(self, database: str, interval: float = 0.25) -> None:
-        self.database = database
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
-
-    @classmethod
-    def for_engine(cls, engine: Engine) -> WalCheckpointer | None:
-        """A started checkpointer for a SQLite file database; None for anything else."""
-        url = engine.url
-        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-            return None
-        if url.database.startswith("file:"):
-            return None  # URI databases (shared memory, read-only files): leave them to SQLite
-        checkpointer = cls(url.database)
-        checkpointer._thread.start()
-        return checkpointer
-
-    def _run(self) -> None:
-        connection: sqlite3.Connection | None = None
-        try:
-            while not self._stop.wait(self.interval):
-                try:
-                    if connection is None:
-                        connection = sqlite3.connect(
-                            self.database, timeout=0, isolation_level=None, check_same_thread=False
-                        )
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    pass  # busy, or the file is gone: a writer checkpoints past the threshold
-        finally:
-            if connection is not None:
-                connection.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)

@@ -17,7 +17,7 @@ from ledger import keys, rotation, schema
 from ledger.calendar import WorkingCalendar
 from ledger.clock import Clock, SystemClock
 from ledger.config import Settings
-from ledger.db import WalCheckpointer, make_engine, session_factory, transaction
+from ledger.db import make_engine, session_factory, transaction
 from ledger.errors import LogKeyMismatch
 from ledger.escrow.context import Context
 from ledger.log import Appended, Event, EventLog
@@ -93,7 +93,6 @@ class Ledger:
     escrow: Context = field(init=False)
     """What every escrow operation needs besides its session."""
     _loop_engine: Engine | None = field(init=False, default=None)
-    _checkpointer: WalCheckpointer | None = field(init=False, default=None)
     _loop_sessions: sessionmaker[Session] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -101,7 +100,6 @@ class Ledger:
         self.readers = session_factory(self.engine, read_only=True)
         self.log = EventLog(self.clock)
         self.escrow = Context(self.log, self.policies, WorkingCalendar(), self.settings.zone)
-        self._checkpointer = WalCheckpointer.for_engine(self.engine)
 
     @classmethod
     def open(
@@ -147,10 +145,7 @@ class Ledger:
         return self._loop_sessions()
 
     def close(self) -> None:
-        """Stop the WAL checkpointer and release the connection pools."""
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-            self._checkpointer = None
+        """Release the connection pools."""
         if self._loop_engine is not None:
             self._loop_engine.dispose()
         self.engine.dispose()

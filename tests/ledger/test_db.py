@@ -1,13 +1,11 @@
 """Engine behaviour the ledger relies on."""
 
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from ledger.db import SQLITE_WAL_AUTOCHECKPOINT_PAGES
 from ledger.runtime import Ledger
 from tests.ledger.entries import append, receipt
 
@@ -40,25 +38,3 @@ def test_postgres_sessions_run_read_committed_whatever_the_server_default(ledger
     with ledger.engine.connect() as conn:
         level = conn.exec_driver_sql("SHOW transaction_isolation").scalar()
     assert level == "read committed"
-
-
-@pytest.mark.sqlite
-def test_the_wal_is_copied_back_by_the_checkpointer_not_by_the_writer(ledger: Ledger) -> None:
-    """Below the writers' threshold only the background thread copies the WAL into the file."""
-    database = Path(ledger.engine.url.database or "")
-    with ledger.engine.connect() as conn:
-        pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
-    assert pages == SQLITE_WAL_AUTOCHECKPOINT_PAGES
-    append(ledger, *(receipt("inst-1", f"ctr-{n}", 100) for n in range(300)))
-    written = database.stat().st_size
-    deadline = time.monotonic() + 10
-    while database.stat().st_size == written and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert database.stat().st_size > written, "nothing checkpointed the WAL"
-    ledger.close()
-    assert ledger._checkpointer is None
-
-
-def test_only_sqlite_files_get_a_checkpointer(ledger: Ledger) -> None:
-    is_file = ledger.engine.url.get_backend_name() == "sqlite"
-    assert (ledger._checkpointer is not None) == is_file
