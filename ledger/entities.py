@@ -30,12 +30,12 @@ from ledger.models import Base, UTCDateTime
 ID = String(40)
 
 
-def _enum(enum: type[StrEnum], name: str) -> Enum:
+def string_enum(enum: type[StrEnum], name: str, *, length: int = 24) -> Enum:
     """A portable enum column: a short string with a CHECK constraint listing the values."""
     return Enum(
         enum,
         native_enum=False,
-        length=24,
+        length=length,
         values_callable=lambda e: [m.value for m in e],
         create_constraint=True,
         name=name,
@@ -177,10 +177,10 @@ class Institution(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    licence: Mapped[LicenceType] = mapped_column(_enum(LicenceType, "licence_type"))
+    licence: Mapped[LicenceType] = mapped_column(string_enum(LicenceType, "licence_type"))
     district: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[InstitutionStatus] = mapped_column(
-        _enum(InstitutionStatus, "institution_status")
+        string_enum(InstitutionStatus, "institution_status")
     )
     bank_id: Mapped[str] = mapped_column(ForeignKey("banks.id"), index=True)
     escrow_account: Mapped[str] = mapped_column(String(64))
@@ -265,7 +265,7 @@ class Contract(Base):
     as each deadline is set."""
     advance_bp: Mapped[int] = mapped_column(Integer)
     """The profile's cost-advance rate at signing, fixed for this contract whatever changes later."""
-    status: Mapped[ContractStatus] = mapped_column(_enum(ContractStatus, "contract_status"))
+    status: Mapped[ContractStatus] = mapped_column(string_enum(ContractStatus, "contract_status"))
     lessons_delivered: Mapped[int] = mapped_column(Integer)
     """Reported and not voided (pending or confirmed)."""
     lessons_refunded: Mapped[int] = mapped_column(Integer)
@@ -316,10 +316,12 @@ class Lesson(Base):
     """The lesson's exact share of the contract value."""
     advance_fen: Mapped[int] = mapped_column(BigInteger)
     """The part of the price that repays the cost advance instead of going to pending."""
-    status: Mapped[LessonStatus] = mapped_column(_enum(LessonStatus, "lesson_status"))
+    status: Mapped[LessonStatus] = mapped_column(string_enum(LessonStatus, "lesson_status"))
     confirm_by: Mapped[datetime] = mapped_column(UTCDateTime)
     """End of the confirmation window; after it, silence confirms."""
-    confirmed_by: Mapped[ConfirmedBy | None] = mapped_column(_enum(ConfirmedBy, "confirmed_by"))
+    confirmed_by: Mapped[ConfirmedBy | None] = mapped_column(
+        string_enum(ConfirmedBy, "confirmed_by")
+    )
     dispute_reason: Mapped[str | None] = mapped_column(String(500))
     reported_seq: Mapped[int] = mapped_column(BigInteger)
     decided_seq: Mapped[int | None] = mapped_column(BigInteger)
@@ -345,8 +347,8 @@ class Refund(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     contract_id: Mapped[str] = mapped_column(ForeignKey("contracts.id"), index=True)
     institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
-    kind: Mapped[RefundKind] = mapped_column(_enum(RefundKind, "refund_kind"))
-    status: Mapped[RefundStatus] = mapped_column(_enum(RefundStatus, "refund_status"))
+    kind: Mapped[RefundKind] = mapped_column(string_enum(RefundKind, "refund_kind"))
+    status: Mapped[RefundStatus] = mapped_column(string_enum(RefundStatus, "refund_status"))
     lessons: Mapped[int] = mapped_column(Integer)
     amount_fen: Mapped[int | None] = mapped_column(BigInteger)
     """Fixed when approved: the lessons' exact share of what remains of the contract."""
@@ -383,8 +385,8 @@ class Receipt(Base):
     bank_reference: Mapped[str] = mapped_column(String(64))
     contract_id: Mapped[str] = mapped_column(ForeignKey("contracts.id"), index=True)
     amount_fen: Mapped[int] = mapped_column(BigInteger)
-    payer: Mapped[PayerType] = mapped_column(_enum(PayerType, "payer_type"))
-    status: Mapped[ReceiptStatus] = mapped_column(_enum(ReceiptStatus, "receipt_status"))
+    payer: Mapped[PayerType] = mapped_column(string_enum(PayerType, "payer_type"))
+    status: Mapped[ReceiptStatus] = mapped_column(string_enum(ReceiptStatus, "receipt_status"))
     seq: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -501,7 +503,7 @@ class Payout(Base):
     settlement_account: Mapped[str] = mapped_column(String(64))
     escrow_account: Mapped[str] = mapped_column(String(64))
     amount_fen: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[PayoutStatus] = mapped_column(_enum(PayoutStatus, "payout_status"))
+    status: Mapped[PayoutStatus] = mapped_column(string_enum(PayoutStatus, "payout_status"))
     retry_of: Mapped[str | None] = mapped_column(ForeignKey("payouts.id"))
     retried: Mapped[bool] = mapped_column(Boolean)
     """A failed payout that a later instruction has taken over."""

@@ -26,11 +26,11 @@ from typing import Any
 import rfc8785
 from cryptography.exceptions import InvalidSignature as _BadSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import BigInteger, Enum, Index, LargeBinary, String, bindparam, select
+from sqlalchemy import BigInteger, Index, LargeBinary, String, bindparam, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ledger import canonical
-from ledger.entities import ID, Bank, Institution
+from ledger.entities import ID, Bank, Institution, string_enum
 from ledger.errors import (
     InvalidRequest,
     InvalidSignature,
@@ -69,17 +69,7 @@ class PartyKey(Base):
     __table_args__ = (Index("ix_party_keys_party", "party_kind", "party_id"),)
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    party_kind: Mapped[PartyKind] = mapped_column(
-        Enum(
-            PartyKind,
-            native_enum=False,
-            length=24,
-            values_callable=lambda e: [m.value for m in e],
-            create_constraint=True,
-            name="party_kind",
-            validate_strings=True,
-        )
-    )
+    party_kind: Mapped[PartyKind] = mapped_column(string_enum(PartyKind, "party_kind"))
     party_id: Mapped[str] = mapped_column(String(64))
     public_key: Mapped[bytes] = mapped_column(LargeBinary(PUBLIC_KEY_BYTES))
     """The raw 32-byte Ed25519 public key."""

@@ -25,7 +25,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Date,
-    Enum,
     ForeignKey,
     Integer,
     Select,
@@ -37,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column, sessionmaker
 
 from ledger import risk_signals
-from ledger.entities import Institution, InstitutionStatus, LicenceType, Regulator
+from ledger.entities import Institution, InstitutionStatus, LicenceType, Regulator, string_enum
 from ledger.errors import InvalidRequest, InvalidState, NotFound
 from ledger.escrow import inputs, scope
 from ledger.escrow.context import Context
@@ -74,18 +73,7 @@ ALERT_GRADES = (Grade.C, Grade.D)
 
 
 def _grade_column(name: str, *, nullable: bool = False) -> Mapped[Any]:
-    return mapped_column(
-        Enum(
-            Grade,
-            native_enum=False,
-            length=1,
-            values_callable=lambda e: [m.value for m in e],
-            create_constraint=True,
-            name=name,
-            validate_strings=True,
-        ),
-        nullable=nullable,
-    )
+    return mapped_column(string_enum(Grade, name, length=1), nullable=nullable)
 
 
 class RiskGrade(Base):

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import (
     BigInteger,
-    Enum,
     ForeignKey,
     Index,
     LargeBinary,
@@ -41,7 +40,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from ledger import verifier
 from ledger.checkpoints import SignedCheckpoint
 from ledger.config import Settings
-from ledger.entities import ID, Bank, Regulator
+from ledger.entities import ID, Bank, Regulator, string_enum
 from ledger.errors import InvalidRequest, InvalidState, NotFound
 from ledger.escrow import inputs
 from ledger.escrow.context import Context
@@ -80,15 +79,7 @@ class WitnessKey(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     holder_role: Mapped[HolderRole] = mapped_column(
-        Enum(
-            HolderRole,
-            native_enum=False,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-            create_constraint=True,
-            name="witness_holder_role",
-            validate_strings=True,
-        )
+        string_enum(HolderRole, "witness_holder_role", length=16)
     )
     holder_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(MAX_NAME))

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ledger.entities import ID, _enum
+from ledger.entities import ID, string_enum
 from ledger.models import Base
 
 
@@ -106,11 +106,11 @@ class StatementLineRow(Base):
     bank_reference: Mapped[str] = mapped_column(String(64))
     end_to_end_id: Mapped[str] = mapped_column(String(64))
     remittance: Mapped[str] = mapped_column(String(500))
-    result: Mapped[LineResult] = mapped_column(_enum(LineResult, "statement_line_result"))
+    result: Mapped[LineResult] = mapped_column(string_enum(LineResult, "statement_line_result"))
     rule: Mapped[str | None] = mapped_column(String(32))
     """How the counterpart was found: bank_reference, end_to_end_id, contract_reference."""
     counterpart_kind: Mapped[CounterpartKind | None] = mapped_column(
-        _enum(CounterpartKind, "statement_counterpart_kind")
+        string_enum(CounterpartKind, "statement_counterpart_kind")
     )
     counterpart_id: Mapped[str | None] = mapped_column(String(64))
     ledger_amount_fen: Mapped[int | None] = mapped_column(BigInteger)
@@ -128,11 +128,11 @@ class ReconciliationBreak(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     statement_id: Mapped[str] = mapped_column(ForeignKey("bank_statements.id"), index=True)
     institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"))
-    kind: Mapped[BreakKind] = mapped_column(_enum(BreakKind, "reconciliation_break_kind"))
+    kind: Mapped[BreakKind] = mapped_column(string_enum(BreakKind, "reconciliation_break_kind"))
     line_no: Mapped[int | None] = mapped_column(Integer)
     """The statement line, for the kinds that have one."""
     counterpart_kind: Mapped[CounterpartKind | None] = mapped_column(
-        _enum(CounterpartKind, "break_counterpart_kind")
+        string_enum(CounterpartKind, "break_counterpart_kind")
     )
     counterpart_id: Mapped[str | None] = mapped_column(String(64))
     amount_fen: Mapped[int] = mapped_column(BigInteger)
