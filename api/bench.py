@@ -21,7 +21,6 @@ comes after every entry the bench wrote.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -51,7 +50,7 @@ from ledger.escrow.contracts import Terms
 from ledger.escrow.lessons import LessonReport
 from ledger.models import LogEntry
 from ledger.runtime import Ledger
-from ledger.verify import verify_database
+from ledger.verify import sha256_floor, verify_database
 from settlement.engine import settle
 from settlement.sweeps import run_sweeps
 
@@ -421,7 +420,7 @@ class Bench:
         figures.verify_entries_per_s = result["entries"] / result["seconds"]
         figures.verify_peak_rss_mb = result["peak_rss_bytes"] / 2**20
         figures.verify_peak_mb = peak_pss / 2**20 if peak_pss else figures.verify_peak_rss_mb
-        entries, hashing = sha256_floor(self.settings.database_url)
+        entries, hashing = sha256_floor(self.ledger.engine)
         figures.floor_entries_per_s = entries / hashing
         figures.verify_floor_ratio = figures.verify_entries_per_s / figures.floor_entries_per_s
 
@@ -509,30 +508,6 @@ def verify_child() -> None:
         )
         + "\n"
     )
-
-
-def sha256_floor(database_url: str, chunk: int = 10_000) -> tuple[int, float]:
-    """(entries, seconds) of SHA-256(0x00 || body) over every stored body, timing the hashing only.
-
-    Bodies are streamed in chunks; only the loop that hashes a chunk is timed, so the figure is the
-    cost of the hashing a verifier cannot avoid, not of reading the database.
-    """
-    engine = make_engine(database_url)
-    entries, hashing = 0, 0.0
-    sha256 = hashlib.sha256
-    try:
-        with engine.connect().execution_options(stream_results=True, escrow_read_only=True) as conn:
-            result = conn.execute(text("SELECT body FROM log_entries ORDER BY seq"))
-            while rows := result.fetchmany(chunk):
-                bodies = [bytes(row[0]) for row in rows]
-                began = time.perf_counter()
-                for body in bodies:
-                    sha256(b"\x00" + body).digest()
-                hashing += time.perf_counter() - began
-                entries += len(bodies)
-    finally:
-        engine.dispose()
-    return entries, hashing
 
 
 def scratch_database() -> tuple[str, tempfile.TemporaryDirectory[str]]:
