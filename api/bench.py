@@ -39,6 +39,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from ledger import merkle_store, verifier
 from ledger.clock import ManualClock
@@ -46,6 +47,7 @@ from ledger.config import Environment, Settings
 from ledger.db import make_engine
 from ledger.entities import Lesson, LicenceType, PayerType
 from ledger.escrow import contracts, lessons, parties
+from ledger.escrow.context import Context
 from ledger.escrow.contracts import Terms
 from ledger.escrow.lessons import LessonReport
 from ledger.models import LogEntry
@@ -61,6 +63,7 @@ UNIT_PRICE_FEN = 8_000  # 60 lessons = ¥4,800, inside the ¥5,000 limit of one 
 BATCH = lessons.MAX_BATCH
 PROOF_SAMPLES = 2_000
 LOG_NAME = "bench.tuition-escrow.local/log"
+ACTOR = "admin:bench"
 
 Progress = Callable[[str], None]
 
@@ -214,6 +217,63 @@ class _World:
     contracts: dict[str, list[str]]  # institution -> its contracts, each of LESSONS_PER_CONTRACT
 
 
+def new_institution(session: Session, ctx: Context, *, bank_id: str, tag: str) -> str:
+    """A bench institution (non-academic, national profile) whose escrow the bank holds."""
+    return parties.register_institution(
+        session,
+        ctx,
+        name=f"Bench Institution {tag}",
+        licence=LicenceType.NON_ACADEMIC,
+        district="bench",
+        bank_id=bank_id,
+        escrow_account=f"BENCH-ESCROW-{tag}",
+        settlement_account=f"BENCH-SETTLE-{tag}",
+        is_new=False,
+        actor=ACTOR,
+    ).id
+
+
+def paid_contract(
+    session: Session,
+    ctx: Context,
+    *,
+    parent_id: str,
+    institution_id: str,
+    bank_id: str,
+    start: date,
+    reference: str,
+) -> str:
+    """A new pupil's contract of ``LESSONS_PER_CONTRACT`` lessons from ``start``, paid in full."""
+    student = parties.register_student(
+        session, ctx, parent_id=parent_id, name="Bench Pupil", actor=ACTOR
+    ).id
+    contract = contracts.create_contract(
+        session,
+        ctx,
+        parent_id=parent_id,
+        terms=Terms(
+            institution_id,
+            student,
+            "art",
+            "Drawing",
+            LESSONS_PER_CONTRACT,
+            UNIT_PRICE_FEN,
+            start,
+            start + timedelta(days=60),
+        ),
+    )
+    contracts.book_receipt(
+        session,
+        ctx,
+        bank_id=bank_id,
+        contract_id=contract.id,
+        amount_fen=contract.total_fen,
+        bank_reference=reference,
+        payer=PayerType.PARENT,
+    )
+    return contract.id
+
+
 class Bench:
     """One bench run against one scratch database."""
 
@@ -260,58 +320,26 @@ class Bench:
         ctx = self.ledger.escrow
         started = time.perf_counter()
         with self.ledger.sessions.begin() as session:
-            bank = parties.register_bank(
-                session, ctx, name="Bench Custody Bank", actor="admin:bench"
-            ).id
+            bank = parties.register_bank(session, ctx, name="Bench Custody Bank", actor=ACTOR).id
         world = _World(bank, [], {})
-        end = self.start_day + timedelta(days=60)
         for number, lessons_here in enumerate(self.per_institution):
             with self.ledger.sessions.begin() as session:
-                institution = parties.register_institution(
-                    session,
-                    ctx,
-                    name=f"Bench Institution {number}",
-                    licence=LicenceType.NON_ACADEMIC,
-                    district="bench",
-                    bank_id=bank,
-                    escrow_account=f"BENCH-ESCROW-{number}",
-                    settlement_account=f"BENCH-SETTLE-{number}",
-                    is_new=False,
-                    actor="admin:bench",
-                ).id
+                institution = new_institution(session, ctx, bank_id=bank, tag=str(number))
                 parent = parties.register_parent(
-                    session, ctx, name=f"Parent {number}", phone=None, actor="admin:bench"
+                    session, ctx, name=f"Parent {number}", phone=None, actor=ACTOR
                 ).id
-                owned = []
-                for index in range(math.ceil(lessons_here / LESSONS_PER_CONTRACT)):
-                    student = parties.register_student(
-                        session, ctx, parent_id=parent, name=f"Pupil {index}", actor="admin:bench"
-                    ).id
-                    contract = contracts.create_contract(
+                owned = [
+                    paid_contract(
                         session,
                         ctx,
                         parent_id=parent,
-                        terms=Terms(
-                            institution,
-                            student,
-                            "art",
-                            "Drawing",
-                            LESSONS_PER_CONTRACT,
-                            UNIT_PRICE_FEN,
-                            self.start_day,
-                            end,
-                        ),
-                    )
-                    contracts.book_receipt(
-                        session,
-                        ctx,
+                        institution_id=institution,
                         bank_id=bank,
-                        contract_id=contract.id,
-                        amount_fen=contract.total_fen,
-                        bank_reference=f"BENCH-{number}-{index}",
-                        payer=PayerType.PARENT,
+                        start=self.start_day,
+                        reference=f"BENCH-{number}-{index}",
                     )
-                    owned.append(contract.id)
+                    for index in range(math.ceil(lessons_here / LESSONS_PER_CONTRACT))
+                ]
             world.institutions.append(institution)
             world.contracts[institution] = owned
             if number % 100 == 99:

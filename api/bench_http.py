@@ -35,25 +35,20 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from api.bench import ACTOR, LESSONS_PER_CONTRACT, new_institution, paid_contract
 from ledger.access import Role, create_token
 from ledger.config import Settings
-from ledger.entities import LicenceType, PayerType
-from ledger.escrow import contracts, parties
-from ledger.escrow.contracts import Terms
+from ledger.escrow import parties
 from ledger.runtime import Ledger
 
-LESSONS_PER_CONTRACT = 60
-UNIT_PRICE_FEN = 8_000
 WARMUP_REPORTS = 20
 WARMUP_READS = 200
 BALANCE_CONCURRENCY = 8
 BALANCE_PATH = "/v1/parent/contracts"
 REPORT_PATH = "/v1/institution/lessons"
-ACTOR = "admin:bench"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 SERVER_LOG_LEVEL = "warning"
@@ -144,18 +139,7 @@ def _prepare(settings: Settings, lessons: int) -> _Fixture:
         ctx = ledger.escrow
         with ledger.sessions.begin() as s:
             bank = parties.register_bank(s, ctx, name="bench bank", actor=ACTOR).id
-            institution = parties.register_institution(
-                s,
-                ctx,
-                name="bench school",
-                licence=LicenceType.NON_ACADEMIC,
-                district="bench",
-                bank_id=bank,
-                escrow_account="BENCH-ESCROW",
-                settlement_account="BENCH-SETTLE",
-                is_new=False,
-                actor=ACTOR,
-            ).id
+            institution = new_institution(s, ctx, bank_id=bank, tag="http")
         now = ledger.clock.now()
         start = ctx.local_date(now)
         contract_ids: list[str] = []
@@ -164,36 +148,18 @@ def _prepare(settings: Settings, lessons: int) -> _Fixture:
             with ledger.sessions.begin() as s:
                 parent = parties.register_parent(
                     s, ctx, name="bench parent", phone=None, actor=ACTOR
-                )
-                student = parties.register_student(
-                    s, ctx, parent_id=parent.id, name="bench pupil", actor=ACTOR
-                )
-                contract = contracts.create_contract(
+                ).id
+                contract = paid_contract(
                     s,
                     ctx,
-                    parent_id=parent.id,
-                    terms=Terms(
-                        institution,
-                        student.id,
-                        "art",
-                        "bench course",
-                        LESSONS_PER_CONTRACT,
-                        UNIT_PRICE_FEN,
-                        start,
-                        start + timedelta(days=80),
-                    ),
-                )
-                contracts.book_receipt(
-                    s,
-                    ctx,
+                    parent_id=parent,
+                    institution_id=institution,
                     bank_id=bank,
-                    contract_id=contract.id,
-                    amount_fen=contract.total_fen,
-                    bank_reference=f"BENCH-{contract.id}",
-                    payer=PayerType.PARENT,
+                    start=start,
+                    reference=f"BENCH-HTTP-{len(contract_ids)}",
                 )
-                contract_ids.append(contract.id)
-                reader = reader or parent.id
+                contract_ids.append(contract)
+                reader = reader or parent
         with ledger.sessions.begin() as s:
             _, institution_token = create_token(
                 s, ctx, role=Role.INSTITUTION.value, principal_id=institution, actor=ACTOR
